@@ -1,0 +1,163 @@
+"""`solo-deploy eval`, `predict` and `info`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Tuple
+
+import typer
+
+from .app import ConfOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
+
+BackendOpt = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or triton.")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda.")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="Model file: .ckpt, .safetensors, .onnx or .engine."),
+    data: str = typer.Option("synthetic", "--data", help="'synthetic' or a COCO-format folder."),
+    split: str = typer.Option("val", "--split", help="Synthetic split, or sub-folder of a COCO folder."),
+    images: Optional[int] = typer.Option(None, "--images", "-n", help="Evaluate the first N images only."),
+    json_out: Optional[Path] = typer.Option(None, "--json", "-o", "--output", help="Write the metrics as JSON."),
+    backend: str = BackendOpt,
+    device: str = DeviceOpt,
+    batch: int = typer.Option(1, "--batch"),
+    imgsz: Optional[Tuple[int, int]] = ImgszOpt,
+    log_level: str = LogLevelOpt,
+) -> None:
+    """COCO mask AP, AP50, AP75, APs/m/l and per-class AP (points, 0-100) through pycocotools."""
+    setup_logging(log_level)
+    from .._atomic import write_json
+    from ..evaluation.model_eval import evaluate_model
+
+    m = evaluate_model(model, data=data, split=split, images=images, backend=backend, device=device, batch=batch,
+                       imgsz=imgsz_tuple(imgsz))
+    typer.echo(f"{m['model']} [{m['backend']}/{m['device']}] on {m['data']}:{m['split']} ({m['images']} images, "
+               f"{m['seconds']:.1f} s)")
+    typer.echo("  ".join(f"{k} {_fmt(m.get(k))}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+    for name, ap in (m.get("per_class") or {}).items():
+        typer.echo(f"  {name:>12s}  AP {_fmt(ap)}")
+    if json_out:
+        write_json(json_out, m)
+        typer.echo(f"wrote {json_out}")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, (int, float)) and v < 0) else f"{v:.1f}"
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Model file: .ckpt, .safetensors, .onnx or .engine."),
+    source: Path = typer.Option(..., "--source", "-s", help="An image file or a folder of images."),
+    output: Path = typer.Option(Path("runs/predict"), "-o", "--output", help="Folder for overlays + predictions.json."),
+    conf: Optional[float] = ConfOpt,
+    backend: str = BackendOpt,
+    device: str = DeviceOpt,
+    log_level: str = LogLevelOpt,
+) -> None:
+    """Segment images; write overlay images and a COCO results JSON."""
+    setup_logging(log_level)
+    import cv2
+
+    from .._atomic import atomic_path, write_json
+    from ..errors import BadInputError
+    from ..runtime.predictor import Predictor, read_image
+
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in exts)
+        if not files:
+            raise BadInputError(f"no images ({', '.join(sorted(exts))}) in folder {source}")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise BadInputError(f"source not found: {source}")
+    pred = Predictor.from_file(model, backend=backend, device=device, conf=conf)
+    images, results, failed = [], [], 0
+    for idx, f in enumerate(files, start=1):
+        try:
+            img = read_image(f)
+        except BadInputError as exc:
+            typer.echo(f"warning: skipped {exc}", err=True)
+            failed += 1
+            continue
+        inst = pred.predict(img)
+        overlay = inst.plot(img)
+        with atomic_path(output / f"{f.stem}.jpg") as tmp:
+            if not cv2.imwrite(str(tmp), overlay):
+                raise BadInputError(f"cannot write overlay {output / (f.stem + '.jpg')}")
+        images.append({"id": idx, "file_name": f.name, "height": img.shape[0], "width": img.shape[1]})
+        results += inst.to_coco(image_id=idx)
+        typer.echo(f"{f.name}: {len(inst)} instances")
+    write_json(output / "predictions.json", {"images": images, "categories": [
+        {"id": i + 1, "name": n} for i, n in enumerate(pred.class_names)], "annotations": results}, indent=None)
+    typer.echo(f"wrote {len(images)} overlays and {output / 'predictions.json'}")
+    if failed and not images:
+        raise BadInputError(f"none of the {failed} images could be read")
+
+
+@app.command()
+def info(
+    model: Optional[Path] = typer.Argument(None, help="A model file to describe (optional)."),
+    presets: bool = typer.Option(False, "--presets", help="List the model presets."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    log_level: str = LogLevelOpt,
+) -> None:
+    """Versions, which backends and devices really work here, and a model file's metadata."""
+    setup_logging(log_level)
+    from ..runtime.devices import describe
+
+    out = {"environment": describe()}
+    if presets:
+        from ..model.config import PRESETS
+
+        out["presets"] = {k: v.to_dict() for k, v in PRESETS.items()}
+    if model is not None:
+        out["model"] = describe_model(model)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for section, body in out.items():
+        typer.echo(f"[{section}]")
+        _print_tree(body, 1)
+
+
+def describe_model(path: Path) -> dict:
+    from ..runtime.runners import detect_backend
+
+    kind = detect_backend(path)
+    if kind == "torch":
+        from ..model.modelfile import file_sha256, read_model
+
+        state, meta = read_model(path)
+        d = meta.to_dict()
+        d["parameters"] = int(sum(v.numel() for v in state.values()))
+    elif kind == "onnxruntime":
+        from ..runtime.runners import onnx_meta
+
+        d = onnx_meta(path).to_dict()
+        from ..model.modelfile import file_sha256
+    else:
+        from ..export.tensorrt import read_sidecar
+
+        d = read_sidecar(path)
+        from ..model.modelfile import file_sha256
+    d["file"] = {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path, 16), "kind": kind}
+    return d
+
+
+def _print_tree(body, depth: int) -> None:
+    pad = "  " * depth
+    if isinstance(body, dict):
+        for k, v in body.items():
+            if isinstance(v, (dict, list)) and v and not (isinstance(v, list) and all(
+                    isinstance(x, (int, float, str)) for x in v)):
+                typer.echo(f"{pad}{k}:")
+                _print_tree(v, depth + 1)
+            else:
+                typer.echo(f"{pad}{k}: {v}")
+    elif isinstance(body, list):
+        for v in body:
+            typer.echo(f"{pad}- {v}")

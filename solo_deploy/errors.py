@@ -1,0 +1,35 @@
+"""User-facing errors and exit codes shared by every command.
+
+Exit codes (fixed for every command): 0 ok, 1 failure, 2 bad input.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class SoloDeployError(Exception):
+    """An error the CLI reports as one line, without a traceback.
+
+    ``exit_code`` is 2 (bad input) unless the failure is ours (1).
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BadInputError(SoloDeployError):
+    """The user gave us something we cannot use: a missing file, a corrupt model, an odd image."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class RuntimeFailure(SoloDeployError):
+    """Something went wrong on our side or in a backend while the input looked valid."""
+
+    exit_code = EXIT_FAILURE

@@ -1,0 +1,16 @@
+"""Evaluation: COCO mask AP through pycocotools (imported lazily, on first use)."""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate"]
+
+_LAZY = {name: "coco_eval" for name in __all__}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

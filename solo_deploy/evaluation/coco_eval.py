@@ -1,0 +1,175 @@
+"""COCO mask evaluation (pycocotools, iouType="segm") on in-memory ground truth and results.
+
+Metrics are in COCO points (0..100). A metric pycocotools reports as -1 (nothing to evaluate:
+no ground truth in that area range, or a class without ground truth) is returned as ``None``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+
+__all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate"]
+
+# The first six COCOeval.stats entries, in order.
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
+    """bool (K, H, W) -> K COCO compressed RLEs ``{"size": [H, W], "counts": str}``."""
+    from pycocotools import mask as mask_utils
+
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise BadInputError(f"expected masks (K, H, W), got shape {masks.shape}")
+    if masks.shape[0] == 0:
+        return []
+    # pycocotools wants column-major (H, W, K) uint8.
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON-serialisable
+    return rles
+
+
+def detections_to_coco(
+    image_id: int,
+    masks: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    cat_ids: Sequence[int],
+) -> list[dict[str, Any]]:
+    """One image's detections in the COCO results format.
+
+    ``masks`` bool (K, H, W) on the original image, ``labels`` (K,) contiguous class indices into
+    ``cat_ids`` (the dataset's category ids), ``scores`` (K,). The bbox [x, y, w, h] is the tight
+    box of each mask ([0, 0, 0, 0] for an empty mask).
+    """
+    from pycocotools import mask as mask_utils
+
+    labels = np.asarray(labels).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    rles = encode_masks(masks)
+    if not (len(rles) == labels.shape[0] == scores.shape[0]):
+        raise BadInputError(f"{len(rles)} masks, {labels.shape[0]} labels and {scores.shape[0]} scores differ")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(cat_ids)):
+        raise BadInputError(f"class index out of range for {len(cat_ids)} categories: {labels.tolist()}")
+    boxes = mask_utils.toBbox(rles) if rles else np.zeros((0, 4))
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(cat_ids[int(lab)]),
+            "segmentation": rle,
+            "score": float(score),
+            "bbox": [float(v) for v in box],
+        }
+        for rle, lab, score, box in zip(rles, labels, scores, boxes)
+    ]
+
+
+def _load_gt(gt: dict[str, Any] | str | Path) -> Any:
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    if isinstance(gt, (str, Path)):
+        try:
+            gt = json.loads(Path(gt).read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInputError(f"cannot read COCO annotations {gt}: {exc}") from exc
+    if not isinstance(gt, dict) or not all(k in gt for k in ("images", "annotations", "categories")):
+        raise BadInputError("COCO ground truth needs 'images', 'annotations' and 'categories'")
+    # Shallow copies: COCOeval writes "ignore" into annotation dicts, and we may fill "area" /
+    # "iscrowd", which the caller's dict must not see. "info"/"licenses" are not needed.
+    images = {img["id"]: img for img in gt["images"]}
+    anns = []
+    for ann in gt["annotations"]:
+        ann = dict(ann)
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:  # COCOeval sorts GT into area ranges by this field
+            img = images[ann["image_id"]]
+            seg = ann["segmentation"]
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, img["height"], img["width"]))
+            elif isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, img["height"], img["width"])
+            else:
+                rle = seg
+            ann["area"] = float(mask_utils.area(rle))
+        anns.append(ann)
+    coco = COCO()
+    coco.dataset = {**gt, "annotations": anns}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _points(v: float) -> float | None:
+    return None if v < 0 else float(v) * 100.0
+
+
+def evaluate(
+    gt: dict[str, Any] | str | Path,
+    results: list[dict[str, Any]],
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """COCO segm metrics of ``results`` (COCO results format) against ``gt`` (dict or JSON path).
+
+    Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` in points 0..100 (``None`` where
+    pycocotools reports -1) and ``"per_class": {name: AP or None}``: AP@[.5:.95], all areas,
+    100 detections, from the precision array (equal to COCOeval restricted to that class).
+    ``class_names`` are matched to the GT categories sorted by id (default: their "name").
+    Empty ``results`` evaluate to 0 wherever ground truth exists. As in pycocotools' loadRes, a
+    result with a "bbox" gets the box area as its area (used only to ignore unmatched
+    detections outside an area range).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco_gt = _load_gt(gt)
+    cat_ids = sorted(coco_gt.getCatIds())
+    if class_names is None:
+        names = [str(coco_gt.cats[c].get("name", c)) for c in cat_ids]
+    else:
+        names = [str(n) for n in class_names]
+        if len(names) != len(cat_ids):
+            raise BadInputError(f"{len(names)} class names for {len(cat_ids)} ground-truth categories")
+    if not isinstance(results, list):
+        raise BadInputError("results must be a list of COCO result dicts")
+    unknown_imgs = {r.get("image_id") for r in results} - set(coco_gt.getImgIds())
+    if unknown_imgs:
+        raise BadInputError(f"results refer to images not in the ground truth: {sorted(unknown_imgs, key=str)[:5]}")
+    unknown_cats = {r.get("category_id") for r in results} - set(cat_ids)
+    if unknown_cats:
+        raise BadInputError(f"results refer to unknown category ids: {sorted(unknown_cats, key=str)[:5]}")
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and tables
+        if results:
+            coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes writes into the dicts
+        else:
+            # loadRes indexes results[0]; an empty result set is a valid COCO object anyway.
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
+                               "categories": list(coco_gt.dataset["categories"]), "annotations": []}
+            coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+
+    out: dict[str, Any] = {key: _points(v) for key, v in zip(SUMMARY_KEYS, ev.stats[:6])}
+    # precision: (T iou thresholds, R recall points, K classes, A areas, M maxDets); area "all" is
+    # index 0 and maxDets=100 the last, as in COCOeval.summarize for "AP".
+    precision = ev.eval["precision"]
+    per_class: dict[str, float | None] = {}
+    for k, name in enumerate(names):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[name] = float(np.mean(p)) * 100.0 if p.size else None
+    out["per_class"] = per_class
+    return out

@@ -1,0 +1,150 @@
+"""Model and post-processing configs, and the named presets.
+
+Defaults cite their source: "SOLO" is Wang et al., SOLO: Segmenting Objects by Locations
+(ECCV 2020) and its reference config solo_r50_fpn_8gpu_1x; "SOLOv2" is Wang et al., SOLOv2:
+Dynamic and Fast Instance Segmentation (NeurIPS 2020) and its reference configs
+solov2_r50_fpn_8gpu_1x / solov2_light_448_r18_fpn_8gpu_3x.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+# Inference budgets (SOLO/SOLOv2 reference test_cfg).
+NMS_PRE = 500  # candidates kept before Matrix NMS
+MAX_PER_IMG = 100  # instances kept after Matrix NMS
+SCORE_THR = 0.1  # candidate threshold on category scores (internal, not the user's --conf)
+UPDATE_THR = 0.05  # threshold on decayed scores after Matrix NMS
+MASK_THR = 0.5  # soft mask -> binary mask
+MATRIX_NMS_SIGMA = 2.0  # gaussian kernel; paper's exp(-(iou^2 - cmax^2) / 0.5)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one SOLO or SOLOv2 network. Plain data: stored as a dict in every model file."""
+
+    arch: str = "solov2"  # "solo" | "solov2"
+    num_classes: int = 4
+    backbone: str = "resnet50"  # torchvision resnet18 | resnet34 | resnet50
+    fpn_channels: int = 256  # SOLO/SOLOv2: FPN out_channels=256
+    head_channels: int = 256  # SOLO: seg_feat_channels=256
+    stacked_convs: int = 7  # SOLO: 7; SOLOv2: 4; SOLOv2-light: 2
+    grids: tuple[int, ...] = (40, 36, 24, 16, 12)  # SOLO: num_grids
+    strides: tuple[int, ...] = (8, 8, 16, 32, 32)  # SOLO: strides
+    scale_ranges: tuple[tuple[int, int], ...] = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))  # SOLO
+    sigma: float = 0.2  # SOLO: centre-region scale epsilon (pos_scale / sigma=0.2)
+    mask_channels: int = 256  # SOLOv2: mask feature out channels E (= dynamic kernel length); 128 light
+    mask_feat_channels: int = 128  # SOLOv2: mask_feature_head feat_channels (64 in our CPU preset)
+    norm_groups: int = 32  # GroupNorm groups, SOLO/SOLOv2 norm_cfg=GN(32)
+    prior_prob: float = 0.01  # focal-loss prior on the category bias (RetinaNet/SOLO init)
+    coord_kernel: bool = True  # SOLOv2: CoordConv on the kernel branch input
+
+    def __post_init__(self) -> None:
+        from ..errors import BadInputError
+
+        if self.arch not in ("solo", "solov2"):
+            raise BadInputError(f"unknown architecture {self.arch!r}: expected 'solo' or 'solov2'")
+        if self.backbone not in ("resnet18", "resnet34", "resnet50"):
+            raise BadInputError(f"unknown backbone {self.backbone!r}: expected resnet18, resnet34 or resnet50")
+        if not (len(self.grids) == len(self.strides) == len(self.scale_ranges)):
+            raise BadInputError("grids, strides and scale_ranges must have one entry per level")
+        if self.num_classes < 1:
+            raise BadInputError(f"num_classes must be at least 1, got {self.num_classes}")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.grids)
+
+    @property
+    def num_cells(self) -> int:
+        return sum(s * s for s in self.grids)
+
+    @property
+    def kernel_channels(self) -> int:
+        """Length E of each cell's mask kernel: SOLOv2's dynamic kernel, SOLO's 1x1 weights plus bias."""
+        return self.mask_channels if self.arch == "solov2" else self.head_channels + 1
+
+    @property
+    def prior_bias(self) -> float:
+        return -math.log((1 - self.prior_prob) / self.prior_prob)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["grids"] = list(self.grids)
+        d["strides"] = list(self.strides)
+        d["scale_ranges"] = [list(r) for r in self.scale_ranges]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        from ..errors import BadInputError
+
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise BadInputError(f"model config has unknown keys: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("grids", "strides"):
+            if key in d:
+                d[key] = tuple(int(v) for v in d[key])
+        if "scale_ranges" in d:
+            d["scale_ranges"] = tuple((int(a), int(b)) for a, b in d["scale_ranges"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Inference thresholds and budgets (SOLOv2 reference test_cfg)."""
+
+    score_thr: float = SCORE_THR
+    mask_thr: float = MASK_THR
+    update_thr: float = UPDATE_THR
+    nms_pre: int = NMS_PRE
+    max_per_img: int = MAX_PER_IMG
+    kernel: str = "gaussian"  # Matrix NMS decay: "gaussian" | "linear"
+    sigma: float = MATRIX_NMS_SIGMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PostprocessConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+_SOLO_SCALES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))  # SOLO reference
+_LIGHT_SCALES = ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048))  # SOLOv2-light reference
+
+PRESETS: dict[str, ModelConfig] = {
+    # SOLO: ResNet-50 + FPN, 7 convs of 256 (SOLO paper, Sec. 4 and solo_r50_fpn_8gpu_1x).
+    "solo-r50": ModelConfig(arch="solo", backbone="resnet50", stacked_convs=7, scale_ranges=_SOLO_SCALES),
+    # SOLOv2: 4 convs of 256, mask features 256 (solov2_r50_fpn_8gpu_1x).
+    "solov2-r50": ModelConfig(arch="solov2", backbone="resnet50", stacked_convs=4, scale_ranges=_SOLO_SCALES,
+                              mask_channels=256, mask_feat_channels=128),
+    # SOLOv2-light: 2 convs, smaller scale ranges, 128 mask channels (solov2_light_448_*_fpn_8gpu_3x).
+    "solov2-light-r18": ModelConfig(arch="solov2", backbone="resnet18", stacked_convs=2,
+                                    scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=64),
+    "solov2-light-r34": ModelConfig(arch="solov2", backbone="resnet34", stacked_convs=2,
+                                    scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=64),
+    "solov2-light-r50": ModelConfig(arch="solov2", backbone="resnet50", stacked_convs=2,
+                                    scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=64),
+    # Our CPU preset: SOLOv2-light R18 made narrow for a 2-core CPU at 256 px. The head towers
+    # run on the S x S grids whatever the input size (shared/NOTES.md), so the grids shrink with
+    # the input: 24/20/16/12/8 cells (10.7 px per cell on the finest grid at 256 px, vs 11.2 px
+    # for grid 40 at 448) cut the tower FLOPs 2.7x; FPN and head at 128 channels, 64 mask
+    # channels, scale ranges scaled to the 256 px input (light ranges are for 448).
+    "solov2-cpu-r18": ModelConfig(arch="solov2", backbone="resnet18", fpn_channels=128, head_channels=128,
+                                  stacked_convs=2, mask_channels=64, mask_feat_channels=64, norm_groups=16,
+                                  grids=(24, 20, 16, 12, 8),
+                                  scale_ranges=((1, 32), (16, 64), (32, 128), (64, 256), (128, 2048))),
+}
+
+
+def get_preset(name: str, num_classes: int | None = None) -> ModelConfig:
+    from ..errors import BadInputError
+
+    if name not in PRESETS:
+        raise BadInputError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    return replace(cfg, num_classes=num_classes) if num_classes is not None else cfg

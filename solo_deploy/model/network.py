@@ -1,0 +1,28 @@
+"""The SOLO / SOLOv2 network: backbone + FPN + head, returning ``RawOutputs``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbone import BackboneFPN
+from .config import ModelConfig
+from .heads import RawOutputs, SOLOHead, SOLOv2Head
+
+
+class SOLONet(nn.Module):
+    """float32 (N, 3, H, W) normalised RGB -> ``RawOutputs`` (see heads.py for shapes)."""
+
+    def __init__(self, cfg: ModelConfig, backbone_weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = BackboneFPN(cfg.backbone, cfg.fpn_channels, backbone_weights)
+        self.head = SOLOv2Head(cfg) if cfg.arch == "solov2" else SOLOHead(cfg)
+
+    def forward(self, x: torch.Tensor) -> RawOutputs:
+        return self.head(self.backbone(x))
+
+    def class_dependent_prefixes(self) -> tuple[str, ...]:
+        """Parameter name prefixes that depend on the number of classes (re-initialised by fine-tuning)."""
+        return ("head.cate_out.",)

@@ -1,0 +1,52 @@
+"""Glue between raw deploy outputs and results, shared by validation, `eval`, `predict` and `run`.
+
+Imports only numpy and the post-processing (torch arrays work through array-api-compat), so the
+runtime never pulls in Lightning or training code.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..model.config import ModelConfig
+from ..preprocess import Letterbox
+from .postprocess import CellInfo, Detections, cell_info, masks_to_image, postprocess_batch, to_numpy
+
+
+@lru_cache(maxsize=16)
+def _cells(grids: tuple[int, ...], strides: tuple[int, ...], levels: int) -> CellInfo:
+    return cell_info(grids, strides, levels)
+
+
+def cells_for(cfg: ModelConfig) -> CellInfo:
+    return _cells(cfg.grids, cfg.strides, 1 if cfg.arch == "solov2" else cfg.num_levels)
+
+
+def postprocess_outputs(meta, scores, kernels, mask_feats: Sequence[Any], post=None) -> list[Detections]:
+    """Raw deploy outputs of a batch -> one ``Detections`` per image (stride-4 soft masks)."""
+    cfg: ModelConfig = meta.model
+    input_hw = tuple(meta.preprocess.input_hw) if mask_feats is None else (
+        int(mask_feats[0].shape[-2]) * 4, int(mask_feats[0].shape[-1]) * 4)
+    return postprocess_batch(scores, kernels, list(mask_feats), cells_for(cfg), post or meta.postprocess, input_hw)
+
+
+def final_masks(det: Detections, letterbox: Letterbox, mask_thr: float) -> np.ndarray:
+    """bool (K, H, W) numpy masks on the original image."""
+    return to_numpy(masks_to_image(det, tuple(letterbox.input_hw), letterbox, mask_thr))
+
+
+def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], letterboxes: Sequence[Letterbox],
+                          image_ids: Sequence[int], cat_ids: Sequence[int], post=None) -> list[dict[str, Any]]:
+    """Raw outputs of a batch -> COCO results (RLE masks on the original images)."""
+    from ..evaluation.coco_eval import detections_to_coco
+
+    post = post or meta.postprocess
+    results: list[dict[str, Any]] = []
+    for det, lb, image_id in zip(postprocess_outputs(meta, scores, kernels, mask_feats, post), letterboxes, image_ids):
+        if len(det) == 0:
+            continue
+        masks = final_masks(det, lb, post.mask_thr)
+        results += detections_to_coco(int(image_id), masks, to_numpy(det.labels), to_numpy(det.scores), list(cat_ids))
+    return results

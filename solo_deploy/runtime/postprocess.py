@@ -1,0 +1,501 @@
+"""SOLO / SOLOv2 post-processing, written once against the array API.
+
+The same code runs on numpy, torch (CPU or CUDA) and CuPy arrays: every operation goes through
+``xp = array_namespace(...)`` of the inputs, so a CUDA tensor stays on its device until the
+caller asks for host arrays with :func:`to_numpy`. torch / cupy are never imported here;
+array-api-compat only touches them when the inputs are of that kind.
+
+Inputs are the network outputs after the shared decode step (done by the model code):
+
+* ``scores``  (N, cells, C) float32: sigmoid category scores, point-NMS applied (non-peaks are 0);
+  cells are ordered level by level, row-major inside a level.
+* ``kernels`` (N, cells, E) float32: each cell's mask kernel.
+* ``mask_feats``: L arrays (N, E, h_l, w_l). L == 1 for SOLOv2 (one stride-4 map shared by every
+  cell); L == num_levels for SOLO (cells of level l use map l, upsampled to stride 4).
+
+Per image (SOLOv2 reference test procedure, vectorised, with fixed budgets):
+
+1. candidates (cell, class) with score > ``score_thr``, at most ``nms_pre`` of them (the top
+   scores). The cap comes BEFORE any mask is computed, so the mask work of one image is bounded
+   by ``nms_pre`` x E x (h4 x w4) whatever the network outputs;
+2. soft masks = sigmoid(kernels @ features) at stride 4;
+3. binary = soft > ``mask_thr``; keep candidates whose mask area is larger than their cell's stride;
+4. score *= maskness (mean soft value inside the binary mask);
+5. sort, Matrix NMS (same class only), keep decayed score >= ``update_thr``, top ``max_per_img``.
+
+The only Python loops are over images, over the (<= 5) SOLO feature levels and over memory
+chunks in :func:`masks_to_image`; never over instances or grid cells.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array, is_numpy_array, is_torch_array
+from array_api_compat import device as array_device
+
+from ..errors import BadInputError
+
+if TYPE_CHECKING:  # type-only: the runtime must not import the model package (it may pull in torch)
+    from ..model.config import PostprocessConfig
+    from ..preprocess import Letterbox
+
+Array = Any  # an array of any array-API namespace (numpy.ndarray, torch.Tensor, cupy.ndarray)
+
+__all__ = [
+    "CellInfo",
+    "Detections",
+    "cell_info",
+    "masks_to_image",
+    "matrix_nms",
+    "postprocess_batch",
+    "postprocess_single",
+    "resize_bilinear",
+    "resize_matrix",
+    "to_numpy",
+]
+
+# Logits are clipped before exp(): sigmoid(+-88) is already 1 / ~0 in float32, and exp(88) is the
+# largest power that does not overflow float32 (no inf, no RuntimeWarning on numpy).
+_LOGIT_CLIP = 88.0
+# Floats in one masks_to_image temporary (256 MiB of float32): bounds memory on large images.
+_IMAGE_CHUNK_ELEMS = 1 << 26
+
+
+# ---------------------------------------------------------------------------------------------
+# Grid cell bookkeeping
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class CellInfo:
+    """Per-cell metadata for the flattened grid (host numpy, read-only).
+
+    ``level`` (cells,) int64: pyramid level of each cell. ``stride`` (cells,) int64: that level's
+    stride (the mask-area threshold of step 3). ``feat_index`` (cells,) int64: which entry of
+    ``mask_feats`` the cell's mask uses (all 0 for SOLOv2, ``level`` for SOLO).
+    """
+
+    grids: tuple[int, ...]
+    strides: tuple[int, ...]
+    num_feature_levels: int
+    level: np.ndarray
+    stride: np.ndarray
+    feat_index: np.ndarray
+
+    @property
+    def num_cells(self) -> int:
+        return int(self.level.shape[0])
+
+
+def cell_info(grids: Sequence[int], strides: Sequence[int], num_feature_levels: int) -> CellInfo:
+    """Build :class:`CellInfo` for grids S_l (cells = sum S_l^2) and their strides.
+
+    ``num_feature_levels`` is 1 (SOLOv2, one shared mask feature map) or ``len(grids)`` (SOLO).
+    """
+    grids_t = tuple(int(g) for g in grids)
+    strides_t = tuple(int(s) for s in strides)
+    if not grids_t or len(grids_t) != len(strides_t):
+        raise BadInputError(f"need one stride per grid, got grids {grids_t} and strides {strides_t}")
+    if min(grids_t) < 1 or min(strides_t) < 1:
+        raise BadInputError(f"grids and strides must be positive, got {grids_t} and {strides_t}")
+    if num_feature_levels not in (1, len(grids_t)):
+        raise BadInputError(
+            f"num_feature_levels must be 1 (SOLOv2) or {len(grids_t)} (SOLO), got {num_feature_levels}"
+        )
+    counts = [g * g for g in grids_t]
+    level = np.repeat(np.arange(len(grids_t), dtype=np.int64), counts)
+    stride = np.repeat(np.asarray(strides_t, dtype=np.int64), counts)
+    feat_index = level.copy() if num_feature_levels > 1 else np.zeros_like(level)
+    for a in (level, stride, feat_index):
+        a.setflags(write=False)  # shared by every call: nobody may edit them in place
+    return CellInfo(grids_t, strides_t, int(num_feature_levels), level, stride, feat_index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Detections:
+    """Instances of one image, in the input's namespace and device, sorted by score (desc).
+
+    ``soft_masks`` (K, h4, w4) float32 at stride 4 of the network input; ``labels`` (K,) int64
+    (contiguous class index 0..C-1); ``scores`` (K,) float32 (after maskness and Matrix NMS).
+    """
+
+    soft_masks: Array
+    labels: Array
+    scores: Array
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_numpy(self) -> Detections:
+        """The same detections as host numpy arrays."""
+        return Detections(to_numpy(self.soft_masks), to_numpy(self.labels), to_numpy(self.scores))
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    """Any supported array (numpy, torch on any device, CuPy) -> host numpy array."""
+    if is_numpy_array(x):
+        return np.asarray(x)
+    if is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bilinear resizing as interpolation matrices
+# ---------------------------------------------------------------------------------------------
+@lru_cache(maxsize=256)
+def _resize_matrix_f64(in_size: int, out_size: int) -> np.ndarray:
+    # Half-pixel centres (align_corners=False): output pixel o samples source x = (o+.5)*in/out-.5,
+    # clamped to the first pixel on the left and to the last one on the right, exactly as
+    # torch's upsample_bilinear2d and cv2.INTER_LINEAR do (no antialiasing when shrinking).
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    frac = np.clip(src - i0, 0.0, 1.0)
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, i0), 1.0 - frac)  # add.at: i0 == i1 at the right edge sums to weight 1
+    np.add.at(m, (rows, i1), frac)
+    m.setflags(write=False)
+    return m
+
+
+def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) float64 host matrix R with ``R @ v`` = 1-D bilinear resize of ``v``.
+
+    Matches ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` per axis
+    (torch works out source coordinates in float32, so at non-integer ratios it differs by up to
+    ~3e-6 on values in [0, 1]) and ``cv2.resize(..., INTER_LINEAR)`` on float32 to ~1e-7. cv2 on
+    uint8 images uses 11-bit fixed-point weights and differs by up to ~1 grey level.
+    """
+    if in_size < 1 or out_size < 1:
+        raise BadInputError(f"cannot resize {in_size} -> {out_size} pixels")
+    return _resize_matrix_f64(int(in_size), int(out_size))
+
+
+@lru_cache(maxsize=64)
+def _crop_resize_matrix_f64(mask_size: int, input_size: int, keep: int, out_size: int) -> np.ndarray:
+    # Stride-4 -> network input (x4), keep the first `keep` pixels (top-left letterbox: the crop is
+    # a row selection), then -> original size. All three are linear, so they fuse into one matrix.
+    up = resize_matrix(mask_size, input_size)[:keep]
+    return resize_matrix(keep, out_size) @ up
+
+
+def _as_xp(xp: Any, a: np.ndarray, dtype: Any, dev: Any) -> Array:
+    # copy=True: cached host arrays are read-only and must never alias a caller-visible tensor.
+    return xp.asarray(a, dtype=dtype, device=dev, copy=True)
+
+
+def _float_dtype(xp: Any, x: Array) -> Any:
+    return x.dtype if xp.isdtype(x.dtype, "real floating") else xp.float32
+
+
+def _apply_separable(xp: Any, x: Array, ry: Array, rx: Array) -> Array:
+    """(..., h, w) -> (..., H, W) = ry @ x @ rx^T, multiplying the cheaper axis first."""
+    h, w = x.shape[-2], x.shape[-1]
+    out_h, out_w = ry.shape[0], rx.shape[0]
+    if out_h * w * (h + out_w) <= h * out_w * (w + out_h):
+        return (ry @ x) @ xp.matrix_transpose(rx)
+    return ry @ (x @ xp.matrix_transpose(rx))
+
+
+def resize_bilinear(x: Array, out_hw: tuple[int, int]) -> Array:
+    """Bilinear resize (align_corners=False) of the last two axes: (..., h, w) -> (..., H, W).
+
+    Two small matrix products (Ry @ x @ Rx^T), so numpy, torch and CuPy share it. Float inputs
+    keep their dtype, others become float32.
+    """
+    xp = array_namespace(x)
+    dev = array_device(x)
+    dtype = _float_dtype(xp, x)
+    x = xp.astype(x, dtype, copy=False)
+    h, w = x.shape[-2], x.shape[-1]
+    out_h, out_w = int(out_hw[0]), int(out_hw[1])
+    if (h, w) == (out_h, out_w):
+        return x
+    ry = _as_xp(xp, resize_matrix(h, out_h), dtype, dev)
+    rx = _as_xp(xp, resize_matrix(w, out_w), dtype, dev)
+    return _apply_separable(xp, x, ry, rx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix NMS
+# ---------------------------------------------------------------------------------------------
+def _matrix_nms_sorted(
+    xp: Any,
+    flat_masks: Array,
+    labels: Array,
+    scores: Array,
+    sum_masks: Array,
+    kernel: str,
+    sigma: float,
+) -> Array:
+    """Decayed scores (K,) for instances already sorted by score (desc).
+
+    ``flat_masks`` (K, P) float32 binary, ``labels`` (K,), ``scores`` (K,), ``sum_masks`` (K,).
+    """
+    k = int(scores.shape[0])
+    if k == 0:
+        return scores
+    inter = flat_masks @ xp.matrix_transpose(flat_masks)  # (K, K) pixel counts: one matmul
+    union = sum_masks[:, None] + sum_masks[None, :] - inter
+    iou = inter / xp.maximum(union, 1e-6)  # empty-vs-empty pairs: 0 / eps = 0 instead of NaN
+    idx = xp.arange(k, device=array_device(scores))
+    # pair[i, j]: i is scored higher than j (upper triangle) and both have the same class.
+    pair = (idx[:, None] < idx[None, :]) & (labels[:, None] == labels[None, :])
+    decay_iou = xp.where(pair, iou, xp.zeros_like(iou))
+    # comp[i]: how much i is itself suppressed, i.e. its max IoU with any higher-scored same-class
+    # instance. A suppressor that is already suppressed decays others less (SOLOv2, eq. 4).
+    comp = xp.max(decay_iou, axis=0)[:, None]
+    if kernel == "gaussian":
+        ratio = xp.exp(-sigma * (decay_iou * decay_iou - comp * comp))
+    elif kernel == "linear":
+        # The reference divides by (1 - comp) unguarded; comp == 1 (a duplicate of a higher mask)
+        # would give inf/NaN there, the clamp gives a large finite ratio instead.
+        ratio = (1.0 - decay_iou) / xp.maximum(1.0 - comp, 1e-6)
+    else:
+        raise BadInputError(f"unknown Matrix NMS kernel {kernel!r}: expected 'gaussian' or 'linear'")
+    # Non-pairs contribute 1 (no decay). Every column has one (the diagonal), so the coefficient is
+    # min(1, min over pairs); identical to the reference, whose non-pair entries are all >= 1 and
+    # whose first row is exactly 1 or a pair.
+    ratio = xp.where(pair, ratio, xp.ones_like(ratio))
+    return scores * xp.min(ratio, axis=0)
+
+
+def matrix_nms(
+    masks: Array,
+    labels: Array,
+    scores: Array,
+    kernel: str = "gaussian",
+    sigma: float = 2.0,
+    sum_masks: Array | None = None,
+) -> Array:
+    """Matrix NMS (SOLOv2): decayed scores (K,) float32, in the input order.
+
+    ``masks`` (K, H, W) or (K, P) binary (bool or 0/1 numbers); ``labels`` (K,) int; ``scores``
+    (K,) float. Only same-class pairs decay each other. ``kernel`` "gaussian":
+    decay = min_i exp(-sigma * (iou_ij^2 - comp_i^2)) (sigma=2 is the paper's /0.5 form);
+    "linear": min_i (1 - iou_ij) / (1 - comp_i). ``sum_masks`` (K,) optional mask areas.
+    Ties in score keep their input order (stable sort).
+    """
+    xp = array_namespace(masks, labels, scores)
+    k = int(scores.shape[0])
+    if masks.shape[0] != k or labels.shape[0] != k:
+        raise BadInputError(f"matrix_nms: {masks.shape[0]} masks, {labels.shape[0]} labels, {k} scores")
+    scores = xp.astype(scores, xp.float32, copy=False)
+    if k == 0:
+        return scores
+    flat = xp.astype(xp.reshape(masks, (k, -1)), xp.float32, copy=False)
+    order = xp.argsort(scores, descending=True, stable=True)
+    flat_s = xp.take(flat, order, axis=0)
+    sums = xp.sum(flat_s, axis=1) if sum_masks is None else xp.take(xp.astype(sum_masks, xp.float32), order)
+    decayed = _matrix_nms_sorted(
+        xp, flat_s, xp.take(labels, order), xp.take(scores, order), sums, kernel, float(sigma)
+    )
+    # Back to the caller's order: gathering with the inverse permutation (no scatter needed).
+    return xp.take(decayed, xp.argsort(order))
+
+
+# ---------------------------------------------------------------------------------------------
+# Post-processing
+# ---------------------------------------------------------------------------------------------
+def _sigmoid(xp: Any, x: Array) -> Array:
+    return 1.0 / (1.0 + xp.exp(-xp.clip(x, -_LOGIT_CLIP, _LOGIT_CLIP)))
+
+
+def _soft_masks_one_map(xp: Any, kern: Array, feat: Array, out_hw: tuple[int, int]) -> Array:
+    """kern (M, E) x feat (E, h, w) -> soft masks (M, H4, W4) float32."""
+    e, h, w = feat.shape
+    logits = kern @ xp.reshape(feat, (e, h * w))
+    logits = xp.reshape(logits, (kern.shape[0], h, w))
+    # Logits (not probabilities) are resized, as the SOLO reference upsamples before the sigmoid.
+    logits = resize_bilinear(logits, out_hw)
+    return _sigmoid(xp, logits)
+
+
+def _empty(xp: Any, dev: Any, out_hw: tuple[int, int]) -> Detections:
+    return Detections(
+        soft_masks=xp.zeros((0, *out_hw), dtype=xp.float32, device=dev),
+        labels=xp.zeros((0,), dtype=xp.int64, device=dev),
+        scores=xp.zeros((0,), dtype=xp.float32, device=dev),
+    )
+
+
+def postprocess_single(
+    scores: Array,
+    kernels: Array,
+    mask_feats: Sequence[Array],
+    cells: CellInfo,
+    cfg: PostprocessConfig,
+    input_hw: tuple[int, int],
+) -> Detections:
+    """One image: ``scores`` (cells, C), ``kernels`` (cells, E), ``mask_feats`` L x (E, h_l, w_l).
+
+    ``input_hw`` is the network input size; masks come out at (input_h // 4, input_w // 4).
+    """
+    xp = array_namespace(scores, kernels, *mask_feats)
+    dev = array_device(scores)
+    _check_single(scores, kernels, mask_feats, cells)
+    out_hw = (int(input_hw[0]) // 4, int(input_hw[1]) // 4)
+    num_classes = int(scores.shape[1])
+    flat = xp.reshape(xp.astype(scores, xp.float32, copy=False), (-1,))
+    kernels = xp.astype(kernels, xp.float32, copy=False)
+
+    # 1. Candidates (cell, class) above score_thr; the nms_pre cap bounds all the mask work below.
+    (cand,) = xp.nonzero(flat > cfg.score_thr)
+    cand_scores = xp.take(flat, cand)
+    if int(cand.shape[0]) > cfg.nms_pre:
+        top = xp.argsort(cand_scores, descending=True, stable=True)[: cfg.nms_pre]
+        cand, cand_scores = xp.take(cand, top), xp.take(cand_scores, top)
+    if int(cand.shape[0]) == 0:
+        return _empty(xp, dev, out_hw)
+    cell = cand // num_classes
+    labels = xp.astype(cand % num_classes, xp.int64)
+
+    # 2. Soft masks at stride 4: one matrix product per feature map.
+    if len(mask_feats) == 1:
+        feat = xp.astype(mask_feats[0], xp.float32, copy=False)
+        soft = _soft_masks_one_map(xp, xp.take(kernels, cell, axis=0), feat, out_hw)
+    else:
+        # SOLO: group candidates by level; the candidates are re-ordered level by level, which
+        # is harmless as everything below is sorted by score (stable, so still deterministic).
+        feat_of_cand = xp.take(_as_xp(xp, cells.feat_index, xp.int64, dev), cell)
+        parts, perms = [], []
+        for lvl, feat in enumerate(mask_feats):
+            (sel,) = xp.nonzero(feat_of_cand == lvl)
+            if int(sel.shape[0]) == 0:
+                continue
+            kern = xp.take(kernels, xp.take(cell, sel), axis=0)
+            parts.append(_soft_masks_one_map(xp, kern, xp.astype(feat, xp.float32, copy=False), out_hw))
+            perms.append(sel)
+        perm = xp.concat(perms)
+        soft = xp.concat(parts, axis=0)
+        cell, labels, cand_scores = xp.take(cell, perm), xp.take(labels, perm), xp.take(cand_scores, perm)
+
+    # 3. Binary masks; drop masks not larger than their cell's stride (SOLOv2 reference).
+    m = int(soft.shape[0])
+    binary = xp.astype(xp.reshape(soft > cfg.mask_thr, (m, -1)), xp.float32)
+    soft_flat = xp.reshape(soft, (m, -1))
+    sum_masks = xp.sum(binary, axis=1)
+    cell_stride = xp.take(_as_xp(xp, cells.stride, xp.float32, dev), cell)
+    # 4. Maskness: mean soft value inside the binary mask (computed for all, used for the kept).
+    maskness = xp.sum(soft_flat * binary, axis=1) / xp.maximum(sum_masks, 1.0)
+    (keep,) = xp.nonzero(sum_masks > cell_stride)
+    if int(keep.shape[0]) == 0:
+        return _empty(xp, dev, out_hw)
+    rescored = xp.take(cand_scores * maskness, keep)
+
+    # 5. Sort, cap at nms_pre, Matrix NMS, update_thr, top max_per_img. `idx` indexes candidates,
+    # so the big mask arrays are gathered only twice (for the IoU matmul and for the output).
+    order = xp.argsort(rescored, descending=True, stable=True)[: cfg.nms_pre]
+    idx = xp.take(keep, order)
+    sorted_scores = xp.take(rescored, order)
+    sorted_labels = xp.take(labels, idx)
+    decayed = _matrix_nms_sorted(
+        xp, xp.take(binary, idx, axis=0), sorted_labels, sorted_scores, xp.take(sum_masks, idx),
+        cfg.kernel, float(cfg.sigma),
+    )
+    (survive,) = xp.nonzero(decayed >= cfg.update_thr)
+    if int(survive.shape[0]) == 0:
+        return _empty(xp, dev, out_hw)
+    decayed = xp.take(decayed, survive)
+    final = xp.argsort(decayed, descending=True, stable=True)[: cfg.max_per_img]
+    idx = xp.take(xp.take(idx, survive), final)
+    return Detections(
+        soft_masks=xp.take(soft, idx, axis=0),
+        labels=xp.take(labels, idx),
+        scores=xp.take(decayed, final),
+    )
+
+
+def postprocess_batch(
+    scores: Array,
+    kernels: Array,
+    mask_feats: Sequence[Array],
+    cells: CellInfo,
+    cfg: PostprocessConfig,
+    input_hw: tuple[int, int],
+) -> list[Detections]:
+    """N images: ``scores`` (N, cells, C), ``kernels`` (N, cells, E), ``mask_feats`` L x (N, E, h, w).
+
+    Returns one :class:`Detections` per image, arrays in the inputs' namespace and device.
+    """
+    if getattr(scores, "ndim", None) != 3 or getattr(kernels, "ndim", None) != 3:
+        raise BadInputError(
+            f"expected scores (N, cells, C) and kernels (N, cells, E), got shapes "
+            f"{tuple(getattr(scores, 'shape', ()))} and {tuple(getattr(kernels, 'shape', ()))}"
+        )
+    n = int(scores.shape[0])
+    if int(kernels.shape[0]) != n or any(f.ndim != 4 or int(f.shape[0]) != n for f in mask_feats):
+        raise BadInputError(
+            f"batch sizes differ: scores {n}, kernels {kernels.shape[0]}, "
+            f"mask_feats {[tuple(f.shape) for f in mask_feats]} (each must be (N, E, h, w))"
+        )
+    return [
+        postprocess_single(scores[i, ...], kernels[i, ...], [f[i, ...] for f in mask_feats], cells, cfg, input_hw)
+        for i in range(n)
+    ]
+
+
+def _check_single(scores: Array, kernels: Array, mask_feats: Sequence[Array], cells: CellInfo) -> None:
+    if scores.ndim != 2 or kernels.ndim != 2:
+        raise BadInputError(
+            f"expected scores (cells, C) and kernels (cells, E), got {tuple(scores.shape)} and {tuple(kernels.shape)}"
+        )
+    if int(scores.shape[0]) != cells.num_cells or int(kernels.shape[0]) != cells.num_cells:
+        raise BadInputError(
+            f"model outputs have {scores.shape[0]} score cells and {kernels.shape[0]} kernel cells, "
+            f"but grids {cells.grids} give {cells.num_cells}"
+        )
+    if len(mask_feats) != cells.num_feature_levels:
+        raise BadInputError(f"expected {cells.num_feature_levels} mask feature map(s), got {len(mask_feats)}")
+    e = int(kernels.shape[1])
+    for f in mask_feats:
+        if f.ndim != 3 or int(f.shape[0]) != e:
+            raise BadInputError(f"mask features {tuple(f.shape)} do not match kernels of length {e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Back to the original image
+# ---------------------------------------------------------------------------------------------
+def masks_to_image(
+    det: Detections,
+    input_hw: tuple[int, int],
+    letterbox: Letterbox,
+    mask_thr: float,
+) -> Array:
+    """Stride-4 soft masks -> bool (K, H, W) masks on the original image.
+
+    Upsample x4 to the network input, crop the letterbox padding (top-left anchor: keep
+    [:resized_h, :resized_w]), bilinear-resize to ``letterbox.orig_hw`` and threshold
+    (``> mask_thr``). All three linear steps are fused into one matrix per axis and applied to
+    all instances at once (in memory-bounded chunks). Result stays in the input's namespace.
+    """
+    soft = det.soft_masks
+    xp = array_namespace(soft)
+    dev = array_device(soft)
+    ih, iw = int(input_hw[0]), int(input_hw[1])
+    if (ih, iw) != tuple(letterbox.input_hw):
+        raise BadInputError(f"input size {ih}x{iw} does not match the letterbox input {letterbox.input_hw}")
+    rh, rw = letterbox.resized_hw
+    out_h, out_w = letterbox.orig_hw
+    if soft.ndim != 3:
+        raise BadInputError(f"expected soft masks (K, h, w), got {tuple(soft.shape)}")
+    k, h4, w4 = (int(v) for v in soft.shape)
+    if k == 0:
+        return xp.zeros((0, out_h, out_w), dtype=xp.bool, device=dev)
+    soft = xp.astype(soft, xp.float32, copy=False)
+    ay = _as_xp(xp, _crop_resize_matrix_f64(h4, ih, rh, out_h), xp.float32, dev)
+    ax = _as_xp(xp, _crop_resize_matrix_f64(w4, iw, rw, out_w), xp.float32, dev)
+    # A loop over memory chunks (not instances): the float temporary is K x H x W.
+    chunk = max(1, _IMAGE_CHUNK_ELEMS // max(1, out_h * out_w))
+    parts = [_apply_separable(xp, soft[s : s + chunk, ...], ay, ax) > mask_thr for s in range(0, k, chunk)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

@@ -1,0 +1,242 @@
+"""LightningModule (network injected) and LightningDataModule for SOLO / SOLOv2."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ..model.config import ModelConfig
+from ..model.decode import Decode
+from ..model.modelfile import ModelMeta
+from ..model.network import SOLONet
+from .losses import solo_loss
+from .targets import build_targets
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule. Defaults are our CPU recipe's (recipes/solov2-cpu-r18.yaml);
+    the SOLO reference uses SGD lr 0.01 (batch 16), momentum 0.9, wd 1e-4, linear warm-up 500
+    iterations, step decay at epochs 27/33 of 36."""
+
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # SGD only
+    warmup_steps: int = 300
+    warmup_ratio: float = 0.01  # SOLO reference: warmup_ratio=1/100... linear from lr*ratio
+    schedule: str = "cosine"  # "cosine" | "step"
+    steps: tuple[float, ...] = (0.75, 0.92)  # step schedule milestones as fractions of training
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 35.0  # SOLO reference: grad_clip max_norm=35
+
+
+class SOLOModule(pl.LightningModule):
+    """Trains a ``SOLONet``; validation computes COCO mask AP with the runtime's post-processing.
+
+    Hyper-parameters are plain dicts so that ``torch.load(weights_only=True)`` reads checkpoints.
+    """
+
+    def __init__(self, meta: dict[str, Any], optim: dict[str, Any] | None = None, net: nn.Module | None = None,
+                 total_steps: int = 1000) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.meta = ModelMeta.from_dict(meta)
+        self.cfg: ModelConfig = self.meta.model
+        self.optim_cfg = OptimConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in (optim or {}).items()})
+        self.net = net if net is not None else SOLONet(self.cfg)
+        self.decode = Decode()
+        self.total_steps = total_steps
+        spec = self.meta.preprocess
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self._val_results: list[dict[str, Any]] = []
+        self.val_gt: dict[str, Any] | None = None
+        self.cat_ids: list[int] = list(range(1, self.cfg.num_classes + 1))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) RGB -> float32 normalised (N, 3, H, W)."""
+        return (images.float() - self.mean) * self.inv_std
+
+    def forward(self, images: torch.Tensor):  # noqa: D401 - Lightning convention
+        return self.net(self.normalize(images))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images = batch["images"]
+        out = self(images)
+        targets = build_targets(self.cfg, batch["masks"], batch["labels"], tuple(images.shape[-2:]))
+        losses = solo_loss(self.cfg, out, targets)
+        bs = images.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log("train/loss_cate", losses["loss_cate"], batch_size=bs)
+        self.log("train/loss_mask", losses["loss_mask"], batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        return losses["loss"]
+
+    # -- validation: same post-processing and COCO evaluation as `solo-deploy eval` ----------
+    def on_validation_epoch_start(self) -> None:
+        self._val_results = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        from ..runtime.inference import detections_to_results
+
+        images = batch["images"]
+        out = self(images)
+        scores, kernels = self.decode(out.cate, out.kernel)
+        self._val_results += detections_to_results(
+            self.meta, scores, kernels, list(out.mask_feat), [m["letterbox"] for m in batch["meta"]],
+            [m["image_id"] for m in batch["meta"]], self.cat_ids,
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        from ..evaluation.coco_eval import evaluate
+
+        if self.val_gt is None:
+            return
+        metrics = evaluate(self.val_gt, self._val_results, class_names=list(self.meta.class_names))
+        for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+            value = metrics.get(key)
+            self.log(f"val/{key}", float(value) if value is not None and value >= 0 else 0.0, prog_bar=key in ("AP", "AP50"))
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on norms and biases
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if o.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+        elif o.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=o.lr)
+        else:
+            from ..errors import BadInputError
+
+            raise BadInputError(f"unknown optimizer {o.optimizer!r}: expected adamw or sgd")
+        total = max(1, self.total_steps)
+
+        def factor(step: int) -> float:
+            if step < o.warmup_steps:
+                a = step / max(1, o.warmup_steps)
+                warm = o.warmup_ratio + (1 - o.warmup_ratio) * a
+            else:
+                warm = 1.0
+            frac = min(1.0, step / total)
+            if o.schedule == "cosine":
+                decay_f = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+            else:
+                decay_f = 0.1 ** sum(frac >= m for m in o.steps)
+            return warm * decay_f
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def optim_to_dict(o: OptimConfig) -> dict[str, Any]:
+    d = asdict(o)
+    d["steps"] = list(o.steps)
+    return d
+
+
+class SOLODataModule(pl.LightningDataModule):
+    """Train/val loaders over the synthetic splits or a COCO-format folder."""
+
+    def __init__(self, data: str, spec, batch_size: int = 8, num_workers: int = 0, val_images: int | None = None,
+                 train_images: int | None = None, augment: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.data, self.spec, self.batch_size, self.num_workers = data, spec, batch_size, num_workers
+        self.val_images, self.train_images, self.augment, self.seed = val_images, train_images, augment, seed
+        self.train_set = self.val_set = None
+        self.class_names: list[str] = []
+        self.cat_ids: list[int] = []
+        self.val_gt: dict[str, Any] | None = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        from ..data.transforms import EvalTransform, TrainTransform
+
+        if self.data == "synthetic":
+            from ..data.synthetic import SyntheticConfig, SyntheticDataset, synthetic_coco_dict
+
+            scfg = SyntheticConfig()
+            train = SyntheticDataset("train", scfg, count=self.train_images)
+            val = SyntheticDataset("val", scfg, count=self.val_images)
+            self.class_names = list(scfg.classes)
+            self.cat_ids = list(range(1, len(scfg.classes) + 1))
+            self.val_gt = synthetic_coco_dict("val", count=self.val_images, cfg=scfg)
+        else:
+            from ..data.coco import CocoDataset
+            from pathlib import Path
+
+            root = Path(self.data)
+            train_root = root / "train" if (root / "train").is_dir() else root
+            val_root = root / "val" if (root / "val").is_dir() else root
+            train, val = CocoDataset(train_root), CocoDataset(val_root)
+            self.class_names = list(train.class_names)
+            self.cat_ids = list(train.cat_ids)
+            gt = val.coco_dict
+            if self.val_images is not None:
+                keep = set(val.image_ids[: self.val_images])
+                gt = {**gt, "images": [i for i in gt["images"] if i["id"] in keep],
+                      "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+                val = _Subset(val, self.val_images)
+            self.val_gt = gt
+        self.train_set = _Mapped(train, TrainTransform(self.spec) if self.augment else EvalTransform(self.spec),
+                                 self.seed)
+        self.val_set = _Mapped(val, EvalTransform(self.spec), self.seed)
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        from ..data.transforms import collate
+
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          collate_fn=collate, drop_last=True, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        from ..data.transforms import collate
+
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
+
+
+class _Subset:
+    def __init__(self, ds, n: int) -> None:
+        self.ds, self.n = ds, min(n, len(ds))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.ds[i]
+
+
+class _Mapped:
+    """Dataset of samples -> transformed samples; the augmentation RNG is seeded per item and epoch."""
+
+    def __init__(self, ds, transform, seed: int) -> None:
+        self.ds, self.transform, self.seed, self.epoch = ds, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return self.transform(self.ds[i], rng) if _takes_rng(self.transform) else self.transform(self.ds[i])
+
+
+def _takes_rng(transform) -> bool:
+    import inspect
+
+    try:
+        return len(inspect.signature(transform.__call__).parameters) >= 2
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,143 @@
+"""`solo-deploy train`: build the run from a preset, a recipe and overrides, then fit with Lightning."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+
+log = logging.getLogger("solo_deploy.train")
+RECIPES = Path(__file__).with_name("recipes")
+
+_RECIPE_KEYS = {"imgsz", "batch_size", "epochs", "optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
+                "grad_clip", "val_images", "train_images", "max_time", "num_workers", "momentum", "max_steps",
+                "precision", "val_every", "seed", "min_lr_ratio"}
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    preset: str = "solov2-cpu-r18"
+    data: str = "synthetic"
+    output: str = "runs/train"
+    recipe: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # CLI values that win over the recipe
+    resume: str | None = None
+    from_model: str | None = None
+    backbone_weights: str | None = None
+    devices: str = "auto"
+    accelerator: str = "auto"
+    progress: bool = True
+
+
+def load_recipe(preset: str, path: str | None) -> dict[str, Any]:
+    import yaml
+
+    file = Path(path) if path else RECIPES / f"{preset}.yaml"
+    if not file.is_file():
+        if path:
+            raise BadInputError(f"recipe file not found: {file}")
+        return {}
+    try:
+        recipe = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BadInputError(f"recipe {file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise BadInputError(f"recipe {file} must be a mapping of settings")
+    unknown = set(recipe) - _RECIPE_KEYS
+    if unknown:
+        raise BadInputError(f"recipe {file} has unknown keys: {', '.join(sorted(unknown))}")
+    return recipe
+
+
+def train(req: TrainRequest) -> Path:
+    """Run a training; returns the run folder (checkpoints/, model.safetensors, logs, curves.png)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from ..model.config import get_preset
+    from ..model.modelfile import ModelMeta, read_model, save_model_file
+    from ..model.network import SOLONet
+    from ..preprocess import PreprocessSpec
+    from .callbacks import AtomicCheckpointIO, CurvesCallback
+    from .module import OptimConfig, SOLODataModule, SOLOModule, optim_to_dict
+
+    recipe = load_recipe(req.preset, req.recipe)
+    recipe.update({k: v for k, v in req.overrides if v is not None})
+    imgsz = tuple(int(v) for v in recipe.get("imgsz", (256, 256)))
+    spec = PreprocessSpec(input_hw=imgsz)
+    seed = int(recipe.get("seed", 0))
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+    run = Path(req.output)
+    if req.resume is None and (run / "checkpoints" / "last.ckpt").exists():
+        raise BadInputError(f"run folder {run} already has a checkpoint: pass --resume {run}/checkpoints/last.ckpt "
+                            f"or choose another --output")
+    dm = SOLODataModule(req.data, spec, batch_size=int(recipe.get("batch_size", 8)),
+                        num_workers=int(recipe.get("num_workers", 0)), val_images=recipe.get("val_images"),
+                        train_images=recipe.get("train_images"), seed=seed)
+    model_cfg = get_preset(req.preset, num_classes=len(dm.class_names))
+    meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names), preset=req.preset,
+                     extra={"data": req.data, "recipe": {k: v for k, v in recipe.items()}})
+    net = SOLONet(model_cfg, req.backbone_weights)
+    if req.from_model:
+        _init_from(net, req.from_model, meta)
+
+    steps_per_epoch = max(1, len(dm.train_set) // dm.batch_size)
+    epochs = int(recipe.get("epochs", 1))
+    total = int(recipe.get("max_steps") or epochs * steps_per_epoch)
+    optim = OptimConfig(**{k: recipe[k] for k in ("optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
+                                                  "momentum", "min_lr_ratio") if k in recipe})
+    module = SOLOModule(json.loads(json.dumps(meta.to_dict())), optim_to_dict(optim), net=net, total_steps=total)
+    module.val_gt, module.cat_ids = dm.val_gt, dm.cat_ids
+
+    curves = CurvesCallback(run)
+    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/AP", mode="max",
+                           save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    trainer = pl.Trainer(
+        default_root_dir=run, max_epochs=epochs, max_steps=total, max_time=recipe.get("max_time"),
+        accelerator=req.accelerator, devices=req.devices, precision=recipe.get("precision", _default_precision()),
+        gradient_clip_val=float(recipe.get("grad_clip", 35.0)), callbacks=[ckpt, curves],
+        logger=[CSVLogger(run, name="logs", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
+        plugins=[AtomicCheckpointIO()], log_every_n_steps=10, enable_progress_bar=req.progress,
+        check_val_every_n_epoch=int(recipe.get("val_every", 1)), num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=req.resume)
+    best = ckpt.best_model_path or ckpt.last_model_path
+    if best and Path(best).exists() and trainer.is_global_zero:
+        state, best_meta = read_model(best)
+        save_model_file(run / "model.safetensors", state, best_meta)
+        log.info("wrote %s from %s", run / "model.safetensors", best)
+    return run
+
+
+def _default_precision() -> str:
+    import torch
+
+    # Mixed precision where the device supports it; full precision on a CPU (no fast bf16 here).
+    return "16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+def _init_from(net, path: str, meta) -> None:
+    """Fine-tuning: take every weight of ``path`` whose shape fits; re-initialise only the
+    class-dependent layers when the class list differs."""
+    from ..model.modelfile import read_model
+
+    state, src = read_model(path)
+    if src.model.arch != meta.model.arch:
+        raise BadInputError(f"--from {path} is a {src.model.arch} model, the preset is {meta.model.arch}")
+    same_classes = tuple(src.class_names) == tuple(meta.class_names)
+    prefixes = () if same_classes else net.class_dependent_prefixes()
+    own = net.state_dict()
+    taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith(prefixes)}
+    mismatched = [k for k in own if k not in taken and not k.startswith(prefixes)]
+    if mismatched:
+        raise BadInputError(f"--from {path} does not fit preset {meta.preset}: {len(mismatched)} layers differ, "
+                            f"e.g. {mismatched[0]}")
+    net.load_state_dict(taken, strict=False)
+    log.info("initialised from %s (%d tensors; class layers %s)", path, len(taken),
+             "kept" if same_classes else "re-initialised")

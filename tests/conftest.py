@@ -1,0 +1,47 @@
+"""Shared test set-up: small thread counts (CI has 2 cores), deterministic seeds, tiny models."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("SOLO_DEPLOY_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), "solo-deploy-test-cache"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+
+
+def tiny_config(arch: str = "solov2", backbone: str = "resnet18", num_classes: int = 4):
+    """A few-thousand-FLOP stand-in of a preset: same arch and backbone, thin head, small grids."""
+    from dataclasses import replace
+
+    from solo_deploy.model.config import get_preset
+
+    base = get_preset("solo-r50" if arch == "solo" else "solov2-light-r18", num_classes=num_classes)
+    return replace(base, backbone=backbone, fpn_channels=32, head_channels=32, mask_channels=16,
+                   mask_feat_channels=16, norm_groups=8, stacked_convs=1, grids=(8, 6, 4, 3, 2))
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path):
+    """A saved SOLOv2 (R18) inference model file with random weights, input 64x64."""
+    from solo_deploy.model.modelfile import ModelMeta, save_model_file
+    from solo_deploy.model.network import SOLONet
+    from solo_deploy.preprocess import PreprocessSpec
+
+    cfg = tiny_config()
+    path = tmp_path / "tiny.safetensors"
+    save_model_file(path, SOLONet(cfg).state_dict(), ModelMeta(model=cfg, preprocess=PreprocessSpec(input_hw=(64, 64)),
+                                                              class_names=("circle", "rectangle", "triangle", "ring"),
+                                                              preset="solov2-light-r18"))
+    return path
