@@ -127,14 +127,14 @@ class PreprocessSpec:
             return np.zeros((0, h, w), np.float32)
         if (rh, rw) == (h, w):
             return cropped.astype(np.float32, copy=False)
-        # cv2.resize takes up to 512 channels at once in HWC layout: chunk the instances.
+        # cv2.resize takes at most 128 channels at once (OpenCV 5) in HWC layout: chunk the instances.
         out = np.empty((cropped.shape[0], h, w), np.float32)
-        for start in range(0, cropped.shape[0], 256):
-            chunk = np.ascontiguousarray(cropped[start:start + 256].transpose(1, 2, 0).astype(np.float32))
+        for start in range(0, cropped.shape[0], 128):
+            chunk = np.ascontiguousarray(cropped[start:start + 128].transpose(1, 2, 0).astype(np.float32))
             res = cv2.resize(chunk, (w, h), interpolation=cv2.INTER_LINEAR)
             if res.ndim == 2:
                 res = res[:, :, None]
-            out[start:start + 256] = res.transpose(2, 0, 1)
+            out[start:start + 128] = res.transpose(2, 0, 1)
         return out
 
 

@@ -93,8 +93,8 @@ def data_synthetic(
     if video:
         if output.suffix.lower() not in (".mp4", ".avi"):
             raise BadInputError(f"--video output must end in .mp4 or .avi, got {output}")
-        path = write_video(output, images, the_seed, cfg, fps=fps)
-        typer.echo(f"wrote {path} ({images} frames) and its ground truth {Path(path).with_suffix('.json')}")
+        path, gt = write_video(output, images, the_seed, cfg, fps=fps)
+        typer.echo(f"wrote {path} ({images} frames) and its ground truth {gt}")
     else:
         path = write_coco(output, the_seed, images, cfg)
         typer.echo(f"wrote {images} images and {path}")

@@ -28,7 +28,8 @@ class Sample:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"image_bgr must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
         if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[1:] != img.shape[:2]:
-            raise ValueError(f"masks must be uint8 (K, {img.shape[0]}, {img.shape[1]}), got {masks.dtype} {masks.shape}")
+            raise ValueError(f"masks must be uint8 (K, {img.shape[0]}, {img.shape[1]}), "
+                             f"got {masks.dtype} {masks.shape}")
         if labels.dtype != np.int64 or labels.shape != (masks.shape[0],):
             raise ValueError(f"labels must be int64 ({masks.shape[0]},), got {labels.dtype} {labels.shape}")
 

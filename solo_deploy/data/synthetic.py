@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,9 @@ class SyntheticConfig:
     triangle_min_angle: float = 20.0  # degrees; thinner slivers read as lines, not triangles
     min_visible_px: int = 12  # drop an instance whose visible area is below this many pixels
     min_visible_frac: float = 0.15  # ... or that shows less than this share of its in-image area
-    min_contrast: float = 60.0  # min RGB distance of an object's colour to the mean background under it
-    min_object_contrast: float = 40.0  # min RGB distance between colours of objects whose boxes overlap
+    # Colour distances (RGB, 0..441) are measured after lighting, so no object is washed out.
+    min_contrast: float = 60.0  # object colour vs the mean background under its box
+    min_object_contrast: float = 40.0  # colours of objects whose boxes overlap (keeps touching ones apart)
     distractor_lines: tuple[int, int] = (0, 6)  # low-contrast background lines per image (not objects)
     distractor_blobs: tuple[int, int] = (0, 5)  # soft background blobs per image (not objects)
     distractor_contrast: float = 40.0  # max per-channel delta of a distractor against the background
@@ -71,15 +72,17 @@ class SyntheticConfig:
         if h < 16 or w < 16:
             raise BadInputError(f"synthetic image size {h}x{w} is too small: both sides must be at least 16")
         if len(self.class_names) != len(self.class_freqs) or not self.class_names:
-            raise BadInputError("synthetic config: class_names and class_freqs must be non-empty and the same length")
+            raise BadInputError("synthetic config: class_names and class_freqs must be non-empty, of equal length")
         bad = [n for n in self.class_names if n not in KNOWN_SHAPES]
         if bad or len(set(self.class_names)) != len(self.class_names):
-            raise BadInputError(f"synthetic config: class names must be distinct shapes from {KNOWN_SHAPES}, got {self.class_names}")
+            raise BadInputError(f"synthetic config: class names must be distinct shapes from {KNOWN_SHAPES}, "
+                                f"got {self.class_names}")
         if any(f < 0 for f in self.class_freqs) or sum(self.class_freqs) <= 0:
             raise BadInputError("synthetic config: class_freqs must be non-negative with a positive sum")
         lo, hi = self.objects_per_image
         if not 0 <= lo <= hi <= 254:  # instance ids live in a uint8 map, 0 = background
-            raise BadInputError(f"synthetic config: objects_per_image must satisfy 0 <= min <= max <= 254, got {lo}..{hi}")
+            raise BadInputError(f"synthetic config: objects_per_image must satisfy 0 <= min <= max <= 254, "
+                                f"got {lo}..{hi}")
         if not 0 < self.min_size <= self.max_size:
             raise BadInputError(f"synthetic config: min_size {self.min_size} must be in (0, {self.max_size:.1f}]")
 
@@ -105,7 +108,7 @@ class Split:
 
 # Fixed seeds and sizes of the built-in splits. Different seeds give independent rng streams.
 SPLITS: dict[str, Split] = {
-    "train": Split(seed=1000, count=4000),  # ~1 h of CPU training at batch 8 sees each image several times
+    "train": Split(seed=1000, count=4000),  # rendered on the fly (~2.5 ms each): a count, not a file size
     "val": Split(seed=2000, count=200),  # evaluation (mask AP) of the shipped model
     "calib": Split(seed=3000, count=128),  # INT8 calibration images, disjoint from train/val
     "demo": Split(seed=4000, count=300),  # frames of the demo video (10 s at 30 fps)
@@ -254,7 +257,7 @@ def _pick_colour(rng: np.random.Generator, ref: np.ndarray, min_ref: float, othe
     ref_l = light(ref)
     others_l = [light(o) for o in others]
     best, best_margin = None, -np.inf
-    for _ in range(24):
+    for _ in range(24):  # rejection sampling; usually the first or second draw qualifies
         col = rng.uniform(0, 255, 3).astype(np.float32)
         col_l = light(col)
         margin = min([float(np.linalg.norm(col_l - ref_l)) - min_ref]
@@ -263,7 +266,7 @@ def _pick_colour(rng: np.random.Generator, ref: np.ndarray, min_ref: float, othe
             return col
         if margin > best_margin:
             best, best_margin = col, margin
-    assert best is not None
+    assert best is not None  # no draw qualified: the one with the best worst-case margin
     return best
 
 
@@ -618,44 +621,55 @@ def _coco_info(cfg: SyntheticConfig, split: Split, what: str) -> dict[str, Any]:
             "count": split.count, "config": cfg.to_dict()}
 
 
+def _build_coco(sp: Split, cfg: SyntheticConfig, what: str,
+                on_image: Callable[[str, np.ndarray], None] | None = None) -> dict[str, Any]:
+    """Render a split and collect its COCO dict; ``on_image(file_name, image_bgr)`` sees each image."""
+    h, w = cfg.image_hw
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    for i in range(sp.count):
+        image, masks, labels = render_sample(sample_rng(sp.seed, i), cfg)
+        name = f"{i:06d}.png"
+        if on_image is not None:
+            on_image(name, image)
+        images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+        anns += _coco_annotations(masks, labels, i + 1, len(anns) + 1)
+    return {"info": _coco_info(cfg, sp, what), "images": images, "annotations": anns,
+            "categories": _categories(cfg)}
+
+
+def _describe(split: str | int | Split, sp: Split) -> str:
+    return split if isinstance(split, str) else f"seed {sp.seed}"
+
+
 def synthetic_coco_dict(split: str | int | Split = "val", count: int | None = None,
                         cfg: SyntheticConfig = SyntheticConfig()) -> dict[str, Any]:
-    """The COCO ground-truth dict of a split, in memory; identical to what ``write_coco`` writes."""
+    """The COCO ground-truth dict of a split, in memory; identical to what ``write_coco`` writes.
+
+    Image ids are ``index + 1``, category ids ``label + 1``, masks compressed RLE (counts as str).
+    """
     sp = get_split(split, count)
-    images, anns = [], []
-    h, w = cfg.image_hw
-    for i in range(sp.count):
-        _, masks, labels = render_sample(sample_rng(sp.seed, i), cfg)
-        images.append({"id": i + 1, "file_name": f"{i:06d}.png", "height": h, "width": w})
-        anns += _coco_annotations(masks, labels, i + 1, len(anns) + 1)
-    return {"info": _coco_info(cfg, sp, str(split) if isinstance(split, str) else f"seed {sp.seed}"),
-            "images": images, "annotations": anns, "categories": _categories(cfg)}
+    return _build_coco(sp, cfg, _describe(split, sp))
 
 
 def write_coco(out_dir: str | Path, split_or_seed: str | int | Split = "val", n_images: int | None = None,
                cfg: SyntheticConfig = SyntheticConfig()) -> Path:
     """Write ``out_dir/images/000000.png ...`` and ``out_dir/annotations.json``; return the JSON path.
 
-    ``file_name`` entries are bare names, resolved under ``images/`` by ``CocoDataset``.
-    Every file is written atomically; the JSON goes last, so its presence means the set is complete.
+    ``n_images`` defaults to the split's count (required with a bare seed). ``file_name``
+    entries are bare names, resolved under ``images/`` by ``CocoDataset``. Every file is
+    written atomically; the JSON goes last, so its presence means the set is complete.
     """
     sp = get_split(split_or_seed, n_images)
     out = Path(out_dir)
-    img_dir = out / "images"
-    h, w = cfg.image_hw
-    images, anns = [], []
-    for i in range(sp.count):
-        image, masks, labels = render_sample(sample_rng(sp.seed, i), cfg)
-        name = f"{i:06d}.png"
+
+    def save(name: str, image: np.ndarray) -> None:
         ok, buf = cv2.imencode(".png", image)
         if not ok:
             raise RuntimeFailure(f"could not encode synthetic image {name} as PNG")
-        write_bytes(img_dir / name, buf.tobytes())
-        images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
-        anns += _coco_annotations(masks, labels, i + 1, len(anns) + 1)
-    what = str(split_or_seed) if isinstance(split_or_seed, str) else f"seed {sp.seed}"
-    coco = {"info": _coco_info(cfg, sp, what), "images": images, "annotations": anns,
-            "categories": _categories(cfg)}
+        write_bytes(out / "images" / name, buf.tobytes())
+
+    coco = _build_coco(sp, cfg, _describe(split_or_seed, sp), save)
     path = out / "annotations.json"
     write_json(path, coco)
     return path
@@ -671,6 +685,7 @@ def _video_frames(seed: int, n_frames: int, cfg: SyntheticConfig
     h, w = cfg.image_hw
     bg, low = _background(rng, cfg)
     look = _sample_look(rng, cfg)
+    look.shade = 0.0  # the texture is fixed to the frame: moving objects would slide under it
     probs = np.asarray(cfg.class_freqs, np.float64)
     probs = probs / probs.sum()
     n = int(rng.integers(cfg.objects_per_image[0], cfg.objects_per_image[1] + 1))
@@ -752,6 +767,8 @@ def write_video(path: str | Path, n_frames: int = SPLITS["demo"].count, seed: in
                 anns += frame_anns
         finally:
             writer.release()
+        if tmp.stat().st_size == 0:  # VideoWriter.write fails silently
+            raise RuntimeFailure(f"OpenCV wrote no video data to {path}")
     sp = Split(seed=int(seed), count=int(n_frames))
     coco = {"info": {**_coco_info(cfg, sp, f"video {path.name}"), "fps": float(fps)},
             "images": images, "annotations": anns, "categories": _categories(cfg)}

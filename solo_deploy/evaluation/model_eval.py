@@ -19,7 +19,7 @@ def load_eval_data(data: str, split: str = "val", images: int | None = None):
         cfg = SyntheticConfig()
         ds = SyntheticDataset(split, cfg, count=images)
         gt = synthetic_coco_dict(split, count=images, cfg=cfg)
-        return ds, gt, list(cfg.classes), list(range(1, len(cfg.classes) + 1))
+        return ds, gt, list(cfg.class_names), list(range(1, len(cfg.class_names) + 1))
     from ..data.coco import CocoDataset
 
     root = Path(data)

@@ -22,6 +22,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+class WallClockSnapshots(pl.Callback):
+    """Saves ``checkpoints/at-<M>min.ckpt`` when training wall time first passes each of ``minutes``,
+    so accuracy after a time budget (e.g. 45 minutes) can be measured honestly afterwards."""
+
+    def __init__(self, run_dir: str | Path, minutes: list[float]) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        self.pending = sorted(float(m) for m in minutes)
+        self._t0 = time.time()
+        self._offset = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pending": self.pending, "wall_s": self._offset + time.time() - self._t0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pending = list(state["pending"])
+        self._offset, self._t0 = float(state["wall_s"]), time.time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        elapsed = (self._offset + time.time() - self._t0) / 60
+        while self.pending and elapsed >= self.pending[0]:
+            m = self.pending.pop(0)
+            trainer.save_checkpoint(self.dir / f"at-{m:g}min.ckpt")
+
+
 class CurvesCallback(pl.Callback):
     """Keeps loss and validation-AP history (saved in checkpoints, so resumed runs keep it) and
     writes ``curves.png`` and ``history.json`` into the run folder after every validation."""
@@ -62,7 +86,8 @@ class CurvesCallback(pl.Callback):
             h["wall_s"].append(self._elapsed())
             self._acc, self._n = {}, 0
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # on_validation_end: after the module's own epoch-end hook has logged val/AP.
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
@@ -99,16 +124,17 @@ def plot_history(h: dict[str, list], path: str | Path) -> None:
     a.set_xlabel("step")
     a.set_ylabel("training loss")
     a.set_yscale("log")
-    a.legend()
+    if h.get("loss"):
+        a.legend()
     a.grid(alpha=0.3)
     if h.get("val_AP"):
         minutes = [s / 60 for s in h["val_wall_s"]]
         b.plot(minutes, h["val_AP"], "o-", label="mask AP")
         b.plot(minutes, h["val_AP50"], "s-", label="mask AP50")
+        b.legend()
     b.set_xlabel("training wall time (min)")
     b.set_ylabel("COCO mask AP (points)")
     b.set_ylim(0, 100)
-    b.legend()
     b.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -34,6 +34,9 @@ class OptimConfig:
     steps: tuple[float, ...] = (0.75, 0.92)  # step schedule milestones as fractions of training
     min_lr_ratio: float = 0.01
     grad_clip: float = 35.0  # SOLO reference: grad_clip max_norm=35
+    # When set, the decay follows training wall time instead of steps, ending at this many
+    # seconds: a CPU shared with other work gets a finished schedule inside a fixed time budget.
+    time_budget_s: float | None = None
 
 
 class SOLOModule(pl.LightningModule):
@@ -56,8 +59,30 @@ class SOLOModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("inv_std", 1.0 / torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self._val_results: list[dict[str, Any]] = []
+        import time
+
+        self._t_start = time.time()
+        self._elapsed_offset = 0.0  # training seconds before a resume
         self.val_gt: dict[str, Any] | None = None
         self.cat_ids: list[int] = list(range(1, self.cfg.num_classes + 1))
+
+    def on_train_start(self) -> None:
+        import time
+
+        self._t_start = time.time()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        import time
+
+        checkpoint["solo_deploy_train_seconds"] = self._elapsed_offset + time.time() - self._t_start
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._elapsed_offset = float(checkpoint.get("solo_deploy_train_seconds", 0.0))
+
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+        # Only tensors move; per-image metadata (frozen Letterbox records) stays on the host.
+        return {**batch, "images": batch["images"].to(device), "masks": [m.to(device) for m in batch["masks"]],
+                "labels": [t.to(device) for t in batch["labels"]]}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) RGB -> float32 normalised (N, 3, H, W)."""
@@ -121,6 +146,12 @@ class SOLOModule(pl.LightningModule):
 
             raise BadInputError(f"unknown optimizer {o.optimizer!r}: expected adamw or sgd")
         total = max(1, self.total_steps)
+        import time
+
+        def progress(step: int) -> float:
+            if o.time_budget_s:
+                return min(1.0, (self._elapsed_offset + time.time() - self._t_start) / o.time_budget_s)
+            return min(1.0, step / total)
 
         def factor(step: int) -> float:
             if step < o.warmup_steps:
@@ -128,7 +159,7 @@ class SOLOModule(pl.LightningModule):
                 warm = o.warmup_ratio + (1 - o.warmup_ratio) * a
             else:
                 warm = 1.0
-            frac = min(1.0, step / total)
+            frac = progress(step)
             if o.schedule == "cosine":
                 decay_f = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
             else:
@@ -168,8 +199,8 @@ class SOLODataModule(pl.LightningDataModule):
             scfg = SyntheticConfig()
             train = SyntheticDataset("train", scfg, count=self.train_images)
             val = SyntheticDataset("val", scfg, count=self.val_images)
-            self.class_names = list(scfg.classes)
-            self.cat_ids = list(range(1, len(scfg.classes) + 1))
+            self.class_names = list(scfg.class_names)
+            self.cat_ids = list(range(1, len(scfg.class_names) + 1))
             self.val_gt = synthetic_coco_dict("val", count=self.val_images, cfg=scfg)
         else:
             from ..data.coco import CocoDataset

@@ -14,7 +14,7 @@ RECIPES = Path(__file__).with_name("recipes")
 
 _RECIPE_KEYS = {"imgsz", "batch_size", "epochs", "optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
                 "grad_clip", "val_images", "train_images", "max_time", "num_workers", "momentum", "max_steps",
-                "precision", "val_every", "seed", "min_lr_ratio"}
+                "precision", "time_budget_s", "val_every", "val_every_steps", "seed", "min_lr_ratio", "snapshot_minutes"}
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,10 @@ def train(req: TrainRequest) -> Path:
     from ..model.modelfile import ModelMeta, read_model, save_model_file
     from ..model.network import SOLONet
     from ..preprocess import PreprocessSpec
-    from .callbacks import AtomicCheckpointIO, CurvesCallback
+    from .callbacks import AtomicCheckpointIO, CurvesCallback, WallClockSnapshots
     from .module import OptimConfig, SOLODataModule, SOLOModule, optim_to_dict
 
+    _quiet_lightning()
     recipe = load_recipe(req.preset, req.recipe)
     recipe.update({k: v for k, v in req.overrides if v is not None})
     imgsz = tuple(int(v) for v in recipe.get("imgsz", (256, 256)))
@@ -90,20 +91,21 @@ def train(req: TrainRequest) -> Path:
     epochs = int(recipe.get("epochs", 1))
     total = int(recipe.get("max_steps") or epochs * steps_per_epoch)
     optim = OptimConfig(**{k: recipe[k] for k in ("optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
-                                                  "momentum", "min_lr_ratio") if k in recipe})
+                                                  "momentum", "min_lr_ratio", "time_budget_s") if k in recipe})
     module = SOLOModule(json.loads(json.dumps(meta.to_dict())), optim_to_dict(optim), net=net, total_steps=total)
     module.val_gt, module.cat_ids = dm.val_gt, dm.cat_ids
 
     curves = CurvesCallback(run)
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/AP", mode="max",
-                           save_last=True, save_top_k=1, auto_insert_metric_name=False)
+                           save_last=True, save_top_k=1, auto_insert_metric_name=False,
+                           enable_version_counter=False)
     trainer = pl.Trainer(
         default_root_dir=run, max_epochs=epochs, max_steps=total, max_time=recipe.get("max_time"),
         accelerator=req.accelerator, devices=req.devices, precision=recipe.get("precision", _default_precision()),
-        gradient_clip_val=float(recipe.get("grad_clip", 35.0)), callbacks=[ckpt, curves],
+        gradient_clip_val=float(recipe.get("grad_clip", 35.0)), callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", []))],
         logger=[CSVLogger(run, name="logs", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
         plugins=[AtomicCheckpointIO()], log_every_n_steps=10, enable_progress_bar=req.progress,
-        check_val_every_n_epoch=int(recipe.get("val_every", 1)), num_sanity_val_steps=0,
+        num_sanity_val_steps=0, **_val_schedule(recipe, total, steps_per_epoch),
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=req.resume)
@@ -113,6 +115,28 @@ def train(req: TrainRequest) -> Path:
         save_model_file(run / "model.safetensors", state, best_meta)
         log.info("wrote %s from %s", run / "model.safetensors", best)
     return run
+
+
+def _val_schedule(recipe: dict[str, Any], total: int, steps_per_epoch: int) -> dict[str, Any]:
+    """Validate every N optimiser steps (across epochs) when the recipe says so, else per epoch."""
+    every = recipe.get("val_every_steps")
+    if every:
+        every = int(min(int(every), total))
+        if every <= steps_per_epoch:
+            return {"val_check_interval": every, "check_val_every_n_epoch": None}
+    return {"check_val_every_n_epoch": int(recipe.get("val_every", 1))}
+
+
+def _quiet_lightning() -> None:
+    """Lightning installs INFO-level handlers when imported; follow our --log-level instead."""
+    root = logging.getLogger().getEffectiveLevel()
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(max(root, logging.WARNING) if root > logging.DEBUG else root)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def _default_precision() -> str:
