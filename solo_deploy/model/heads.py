@@ -37,10 +37,14 @@ def coord_features(x: torch.Tensor) -> torch.Tensor:
     Written with arange rather than linspace so that it exports with dynamic H, W.
     """
     n, _, h, w = x.shape
-    xs = torch.arange(w, dtype=x.dtype, device=x.device) * (2.0 / max(w - 1, 1)) - 1.0
-    ys = torch.arange(h, dtype=x.dtype, device=x.device) * (2.0 / max(h - 1, 1)) - 1.0
-    gx = xs.view(1, 1, 1, w).expand(n, 1, h, w)
-    gy = ys.view(1, 1, h, 1).expand(n, 1, h, w)
+    # float32 arange (the TorchScript exporter cannot export a float16 one); the step is a
+    # tensor so that a dynamic-shape export keeps it symbolic instead of freezing the traced size.
+    xs = torch.arange(w, dtype=torch.float32, device=x.device)
+    ys = torch.arange(h, dtype=torch.float32, device=x.device)
+    xs = xs * (2.0 / (xs[-1:].clamp(min=1.0))) - 1.0
+    ys = ys * (2.0 / (ys[-1:].clamp(min=1.0))) - 1.0
+    gx = xs.to(x.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+    gy = ys.to(x.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
     return torch.cat([gx, gy], dim=1)
 
 

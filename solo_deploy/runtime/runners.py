@@ -163,7 +163,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "cpu", th
         if kind == "torch" and not device.startswith("cuda") and kwargs.get("auto_export", True):
             from ..export.cache import cached_onnx
 
-            p, backend = cached_onnx(p), "onnxruntime"
+            p, backend, kind = cached_onnx(p), "onnxruntime", "onnxruntime"
     if backend == "torch":
         if kind != "torch":
             raise BadInputError(f"the torch backend needs a .ckpt or .safetensors model, got {p.name}")

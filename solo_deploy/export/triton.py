@@ -1,0 +1,334 @@
+"""Triton Inference Server model repositories for solo-deploy ONNX exports and TensorRT engines.
+
+Layout written by :func:`write_triton_repo`::
+
+    <repo>/<name>/config.pbtxt
+    <repo>/<name>/1/model.onnx   (platform onnxruntime_onnx)   or   1/model.plan (tensorrt_plan)
+
+``config.pbtxt`` is generated from the real model: input/output names, data types and dims are
+read from the ONNX graph (or from an engine's sidecar, since an engine cannot be opened without
+TensorRT). A graph whose batch dimension is dynamic gets ``max_batch_size`` > 0, dims without
+the batch and ``dynamic_batching``; a static-batch graph gets ``max_batch_size: 0`` and full dims.
+The solo-deploy metadata (ModelMeta + export info, JSON) travels in ``parameters``
+under the key ``solo_deploy``, so clients can post-process without the original files.
+
+The model folder is assembled beside the target and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+
+__all__ = ["TensorSpec", "TritonModelSpec", "config_pbtxt", "model_spec", "parse_pbtxt", "write_triton_repo"]
+
+DEFAULT_MAX_BATCH = 8
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+# ONNX TensorProto element types -> Triton data types.
+_ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16",
+                   6: "TYPE_INT32", 7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16",
+                   11: "TYPE_FP64", 12: "TYPE_UINT32", 13: "TYPE_UINT64", 16: "TYPE_BF16"}
+# numpy dtype names (engine sidecars) -> Triton data types.
+_NUMPY_TO_TRITON = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8",
+                    "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL", "bfloat16": "TYPE_BF16"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton TYPE_*
+    shape: tuple[int, ...]  # full shape, -1 for dynamic dims (batch included)
+
+
+@dataclass(frozen=True)
+class TritonModelSpec:
+    platform: str  # onnxruntime_onnx | tensorrt_plan
+    filename: str  # model.onnx | model.plan
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batch_dynamic: bool
+    max_batch_profile: int | None  # engines: the profile's max batch
+    metadata: dict[str, Any] | None
+
+
+def _onnx_spec(path: Path) -> TritonModelSpec:
+    from .onnx_checks import load_onnx_checked
+
+    model = load_onnx_checked(path, load_external=False)
+    if any(t.data_location == 1 for t in model.graph.initializer):
+        raise BadInputError(f"{path} stores weights as external data; Triton repositories here take single-file "
+                            f"ONNX models (re-export without external data)")
+    inits = {i.name for i in model.graph.initializer}
+
+    def spec(vi: Any) -> TensorSpec:
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+        if tt.elem_type not in _ONNX_TO_TRITON:
+            raise BadInputError(f"{path}: tensor {vi.name!r} has an element type Triton does not support")
+        return TensorSpec(vi.name, _ONNX_TO_TRITON[tt.elem_type], dims)
+
+    inputs = tuple(spec(vi) for vi in model.graph.input if vi.name not in inits)
+    outputs = tuple(spec(vi) for vi in model.graph.output)
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = json.loads(props["solo_deploy"]) if "solo_deploy" in props else None
+    dynamic = all(t.shape and t.shape[0] == -1 for t in inputs + outputs)
+    return TritonModelSpec("onnxruntime_onnx", "model.onnx", inputs, outputs, dynamic, None, meta)
+
+
+def _engine_spec(path: Path) -> TritonModelSpec:
+    from .tensorrt import read_sidecar
+
+    sidecar = read_sidecar(path)
+    io = sidecar.get("engine", {}).get("io", [])
+    if not io:
+        raise BadInputError(f"{path}: the engine sidecar lists no input/output tensors")
+
+    def spec(entry: dict[str, Any]) -> TensorSpec:
+        dtype = _NUMPY_TO_TRITON.get(str(entry["dtype"]))
+        if dtype is None:
+            raise BadInputError(f"{path}: tensor {entry['name']!r} has type {entry['dtype']} unknown to Triton")
+        return TensorSpec(str(entry["name"]), dtype, tuple(int(v) for v in entry["shape"]))
+
+    inputs = tuple(spec(e) for e in io if e["mode"] == "input")
+    outputs = tuple(spec(e) for e in io if e["mode"] == "output")
+    dynamic = all(t.shape and t.shape[0] == -1 for t in inputs + outputs)
+    max_b = sidecar.get("engine", {}).get("profile", {}).get("max", [None])[0]
+    return TritonModelSpec("tensorrt_plan", "model.plan", inputs, outputs, dynamic,
+                           int(max_b) if max_b else None, sidecar.get("solo_deploy"))
+
+
+def model_spec(path: str | os.PathLike[str]) -> TritonModelSpec:
+    """I/O and platform of an ``.onnx`` model or an ``.engine``/``.plan`` with its sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"model not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _onnx_spec(path)
+    if suffix in (".engine", ".plan"):
+        return _engine_spec(path)
+    raise BadInputError(f"Triton repositories take an .onnx or .engine file, got {path.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Text format
+# ---------------------------------------------------------------------------------------------
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") \
+        .replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def config_pbtxt(name: str, spec: TritonModelSpec, max_batch_size: int | None = None,
+                 dynamic_batching: bool = True) -> str:
+    """The ``config.pbtxt`` text for ``spec`` (protobuf text format of Triton's ModelConfig)."""
+    if spec.batch_dynamic:
+        mbs = int(max_batch_size or spec.max_batch_profile or DEFAULT_MAX_BATCH)
+        if spec.max_batch_profile is not None and mbs > spec.max_batch_profile:
+            raise BadInputError(f"max_batch_size {mbs} exceeds the engine profile's max batch {spec.max_batch_profile}")
+        if mbs < 1:
+            raise BadInputError(f"max_batch_size must be at least 1, got {mbs}")
+    else:
+        mbs = 0  # the model has a fixed batch: Triton passes full shapes, no server-side batching
+
+    def tensors(kind: str, items: tuple[TensorSpec, ...]) -> list[str]:
+        lines = [f"{kind} ["]
+        for i, t in enumerate(items):
+            dims = t.shape[1:] if mbs > 0 else t.shape
+            sep = "," if i < len(items) - 1 else ""
+            lines += ["  {", f"    name: {_quote(t.name)}", f"    data_type: {t.data_type}",
+                      f"    dims: [ {', '.join(str(d) for d in dims)} ]", "  }" + sep]
+        lines.append("]")
+        return lines
+
+    lines = [f"name: {_quote(name)}", f"platform: {_quote(spec.platform)}", f"max_batch_size: {mbs}",
+             f"default_model_filename: {_quote(spec.filename)}"]
+    lines += tensors("input", spec.inputs)
+    lines += tensors("output", spec.outputs)
+    if mbs > 0 and dynamic_batching:
+        lines.append("dynamic_batching { }")
+    if spec.platform == "tensorrt_plan":
+        lines.append("instance_group [ { kind: KIND_GPU count: 1 } ]")
+    if spec.metadata is not None:
+        payload = json.dumps(spec.metadata, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        lines.append(f"parameters {{ key: \"solo_deploy\" value {{ string_value: {_quote(payload)} }} }}")
+    return "\n".join(lines) + "\n"
+
+
+_TOKEN = re.compile(
+    r'\s*(?:(#[^\n]*)'  # comment
+    r'|("(?:[^"\\]|\\.)*")'  # string
+    r'|([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)'  # number
+    r'|([A-Za-z_][\w.]*)'  # identifier or enum
+    r'|([{}\[\]:,;]))', re.DOTALL)
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "'": "'", "\\": "\\"}
+
+
+def _unquote(tok: str) -> str:
+    body, out, i = tok[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            out.append(_ESCAPES.get(body[i + 1], body[i + 1]))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def parse_pbtxt(text: str) -> dict[str, Any]:
+    """Parse the protobuf text-format subset our configs use into nested dicts.
+
+    Scalars become str/int/float (enums stay strings); a field that repeats or is written as a
+    ``[...]`` list becomes a list. Enough to read back (and test) what :func:`config_pbtxt` writes.
+    """
+    tokens: list[tuple[str, Any]] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            if text[pos:].strip() == "":
+                break
+            raise BadInputError(f"config.pbtxt: cannot parse near {text[pos:pos + 30]!r}")
+        pos = m.end()
+        comment, string, number, ident, punct = m.groups()
+        if comment:
+            continue
+        if string is not None:
+            tokens.append(("str", _unquote(string)))
+        elif number is not None:
+            tokens.append(("num", float(number) if any(c in number for c in ".eE") else int(number)))
+        elif ident is not None:
+            tokens.append(("id", ident))
+        elif punct is not None:
+            tokens.append(("p", punct))
+    i = 0
+
+    def peek() -> tuple[str, Any] | None:
+        return tokens[i] if i < len(tokens) else None
+
+    def take(kind: str | None = None, value: Any = None) -> tuple[str, Any]:
+        nonlocal i
+        if i >= len(tokens):
+            raise BadInputError("config.pbtxt: unexpected end of text")
+        tok = tokens[i]
+        if (kind and tok[0] != kind) or (value is not None and tok[1] != value):
+            raise BadInputError(f"config.pbtxt: expected {value or kind}, got {tok[1]!r}")
+        i += 1
+        return tok
+
+    def scalar() -> Any:
+        kind, val = take()
+        if kind in ("str", "num", "id"):
+            return val
+        raise BadInputError(f"config.pbtxt: unexpected {val!r}")
+
+    def item() -> Any:
+        if peek() == ("p", "{"):
+            take("p", "{")
+            return message("}")
+        return scalar()
+
+    def message(end: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        listed: set[str] = set()  # keys whose value is a list (repeated or bracketed)
+
+        def add(key: str, values: list[Any], as_list: bool) -> None:
+            if key in out:
+                if key not in listed:
+                    out[key] = [out[key]]
+                    listed.add(key)
+                out[key].extend(values)
+            elif as_list:
+                out[key] = list(values)
+                listed.add(key)
+            else:
+                out[key] = values[0]
+
+        while True:
+            tok = peek()
+            if tok is None:
+                if end is not None:
+                    raise BadInputError("config.pbtxt: missing closing brace")
+                return out
+            if end is not None and tok == ("p", end):
+                take()
+                return out
+            if tok[0] == "p" and tok[1] in ",;":
+                take()
+                continue
+            key = take("id")[1]
+            if peek() == ("p", ":"):
+                take()
+            if peek() == ("p", "["):
+                take()
+                values: list[Any] = []
+                while peek() != ("p", "]"):
+                    if peek() == ("p", ","):
+                        take()
+                        continue
+                    values.append(item())
+                take("p", "]")
+                add(key, values, True)
+            else:
+                add(key, [item()], False)
+
+    return message(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repository writer
+# ---------------------------------------------------------------------------------------------
+def write_triton_repo(onnx_or_engine: str | os.PathLike[str], repo_dir: str | os.PathLike[str],
+                      name: str | None = None, *, max_batch_size: int | None = None,
+                      dynamic_batching: bool = True, version: int = 1) -> Path:
+    """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/<version>/model.{onnx,plan}``.
+
+    Returns the model folder. An existing model folder of that name is replaced as a whole.
+    """
+    from .._atomic import _check_parent
+
+    src = Path(onnx_or_engine)
+    spec = model_spec(src)
+    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", src.stem)
+    if not _NAME_RE.match(name):
+        raise BadInputError(f"invalid Triton model name {name!r}: use letters, digits, '_', '.', '-'")
+    if version < 1:
+        raise BadInputError(f"model version must be >= 1, got {version}")
+    repo = Path(repo_dir)
+    if repo.exists() and not repo.is_dir():
+        raise BadInputError(f"Triton repository {repo} exists and is not a folder")
+    _check_parent(repo / name)
+    text = config_pbtxt(name, spec, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching)
+    target = repo / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repo))
+    try:
+        (staging / str(version)).mkdir()
+        shutil.copyfile(src, staging / str(version) / spec.filename)
+        (staging / "config.pbtxt").write_text(text, encoding="utf-8")
+        for f in (staging / str(version) / spec.filename, staging / "config.pbtxt"):
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=repo))
+            os.replace(target, old / name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BadInputError(f"cannot write Triton repository {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,300 @@
+"""Static TensorRT compatibility check of an ONNX graph, runnable on any CPU machine.
+
+It cannot replace a real engine build, but it catches the usual surprises before one:
+
+1. **Operators**: every node must be in the default ONNX domain and marked supported in
+   TensorRT's ONNX operator support list (``trt_onnx_ops.txt``: onnx-tensorrt's
+   ``docs/operators.md`` for TensorRT 10.15, opsets 9..24); custom domains need plugins.
+2. **Opset** of the default domain inside the list's range.
+3. **Data-dependent output shapes**: ``NonZero``, ``NonMaxSuppression``, ``Unique``,
+   ``Compress`` and ``TopK`` with a non-constant K. TensorRT 10 can run some of these, but only
+   through output allocators and slow paths; our deploy graphs must have fixed output shapes.
+   ``TopK`` with K >= 3840 is refused (TensorRT's limit; SOLO has 3872 cells).
+4. **Data types**, per tensor (after ONNX shape inference):
+   - float64 anywhere: TensorRT casts DOUBLE down to FLOAT with clamping, silently;
+   - string, complex, int16, uint16/32/64: no TensorRT type;
+   - uint8: only as a network input/output, and a uint8 input may only feed ``Cast`` nodes
+     (e.g. a ``Transpose`` on the uint8 image is refused);
+   - int8/int4/fp8/fp4 only as quantized types: produced by ``QuantizeLinear`` or stored as
+     initializers, consumed by ``DequantizeLinear``;
+   - int64 is accepted: TensorRT 10 has native INT64 (shape tensors, indices);
+   - each node's first input type against the operator's type column of the list.
+5. **Resize** attributes: modes ``nearest``/``linear``, the supported coordinate modes,
+   no antialiasing, aspect policy ``stretch``.
+
+``check_tensorrt_compat(model) -> list[str]``: one readable line per problem, empty when clean.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+__all__ = ["DATA_DEPENDENT_OPS", "OpSupport", "SupportList", "check_tensorrt_compat", "load_support_list"]
+
+DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})
+TOPK_MAX_K = 3840  # TensorRT's TopK limit (operators.md: K below 3840)
+RESIZE_COORD_MODES = frozenset({"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric",
+                                "align_corners"})
+RESIZE_MODES = frozenset({"nearest", "linear"})
+_QUANTIZED = frozenset({"INT8", "INT4", "FP8", "FP4"})
+_DATA_FILE = "trt_onnx_ops.txt"
+
+
+@dataclass(frozen=True)
+class OpSupport:
+    name: str
+    supported: bool
+    types: frozenset[str]
+    note: str
+
+
+@dataclass(frozen=True)
+class SupportList:
+    """The parsed operator list and its header (source, TensorRT version, opset range)."""
+
+    ops: dict[str, OpSupport]
+    tensorrt: str
+    opset_min: int
+    opset_max: int
+    source: str
+
+
+def _parse_support_list(text: str) -> SupportList:
+    ops: dict[str, OpSupport] = {}
+    header: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            key, sep, value = line.lstrip("# ").partition(":")
+            if sep and key in ("source", "tensorrt", "opset", "url"):
+                header[key] = value.strip()
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 2:
+            raise ValueError(f"bad line in {_DATA_FILE}: {raw!r}")
+        types = frozenset(t.strip() for t in (parts[2] if len(parts) > 2 else "").split(",") if t.strip())
+        ops[parts[0]] = OpSupport(parts[0], parts[1].upper() == "Y", types, parts[3] if len(parts) > 3 else "")
+    lo, _, hi = header.get("opset", "9-24").partition("-")
+    return SupportList(ops=ops, tensorrt=header.get("tensorrt", "unknown"), opset_min=int(lo), opset_max=int(hi),
+                       source=header.get("source", _DATA_FILE))
+
+
+@lru_cache(maxsize=1)
+def load_support_list() -> SupportList:
+    """The operator list shipped in the package (``solo_deploy/export/trt_onnx_ops.txt``)."""
+    text = resources.files(__package__).joinpath(_DATA_FILE).read_text(encoding="utf-8")
+    return _parse_support_list(text)
+
+
+def _onnx_type_names() -> dict[int, str]:
+    """ONNX TensorProto elem types -> TensorRT type names ("" for types TensorRT has not)."""
+    import onnx
+
+    T = onnx.TensorProto
+    names = {T.FLOAT: "FP32", T.FLOAT16: "FP16", T.BFLOAT16: "BF16", T.INT32: "INT32", T.INT64: "INT64",
+             T.INT8: "INT8", T.UINT8: "UINT8", T.BOOL: "BOOL", T.DOUBLE: "DOUBLE"}
+    for attr, name in (("INT4", "INT4"), ("FLOAT4E2M1", "FP4"), ("FLOAT8E4M3FN", "FP8"), ("FLOAT8E5M2", "FP8"),
+                       ("FLOAT8E4M3FNUZ", "FP8"), ("FLOAT8E5M2FNUZ", "FP8")):
+        if hasattr(T, attr):
+            names[getattr(T, attr)] = name
+    return names
+
+
+def _walk_graphs(graph: onnx.GraphProto, prefix: str = "") -> Iterator[tuple[str, onnx.GraphProto]]:
+    yield prefix, graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _walk_graphs(attr.g, f"{prefix}{node.name or node.op_type}/")
+            for sub in attr.graphs:
+                yield from _walk_graphs(sub, f"{prefix}{node.name or node.op_type}/")
+
+
+def _const_int_values(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Integer constants (initializers and Constant nodes) by tensor name, for K/axes lookups."""
+    import onnx
+    from onnx import numpy_helper
+
+    values: dict[str, list[int]] = {}
+    for init in graph.initializer:
+        if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and \
+                init.data_location != onnx.TensorProto.EXTERNAL:
+            values[init.name] = [int(v) for v in numpy_helper.to_array(init).reshape(-1)]
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+                    values[node.output[0]] = [int(v) for v in numpy_helper.to_array(attr.t).reshape(-1)]
+                elif attr.name in ("value_int",):
+                    values[node.output[0]] = [int(attr.i)]
+                elif attr.name in ("value_ints",):
+                    values[node.output[0]] = [int(v) for v in attr.ints]
+    return values
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _as_model(model: onnx.ModelProto | str | os.PathLike[str]) -> onnx.ModelProto:
+    if isinstance(model, (str, os.PathLike)):
+        from .onnx_checks import load_onnx_checked
+
+        return load_onnx_checked(Path(model), load_external=False)
+    return model
+
+
+def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every named tensor we can find (inputs, outputs, value_info, initializers)."""
+    import onnx
+
+    from .onnx_checks import strip_weights
+
+    try:
+        # Types and shapes only: a weight-free copy infers the same in a fraction of the time.
+        inferred = onnx.shape_inference.infer_shapes(strip_weights(model)[0], check_type=False, strict_mode=False)
+    except Exception:  # noqa: BLE001 - inference is a best effort here; the checker ran before
+        inferred = model
+    types: dict[str, int] = {}
+    for _, graph in _walk_graphs(inferred.graph):
+        for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                types[vi.name] = vi.type.tensor_type.elem_type
+        for init in graph.initializer:
+            types[init.name] = init.data_type
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                t = _attr(node, "value")
+                if t is not None and hasattr(t, "data_type"):
+                    types[node.output[0]] = t.data_type
+    return types
+
+
+def check_tensorrt_compat(model: onnx.ModelProto | str | os.PathLike[str],
+                          support: SupportList | None = None) -> list[str]:
+    """Problems that would stop (or silently degrade) a TensorRT 10 build of ``model``; [] if none.
+
+    ``model``: an ``onnx.ModelProto`` or a path (loaded with :func:`load_onnx_checked`).
+    """
+    import onnx
+
+    model = _as_model(model)
+    support = support or load_support_list()
+    problems: list[str] = []
+    seen: set[str] = set()
+
+    def add(msg: str) -> None:
+        if msg not in seen:
+            seen.add(msg)
+            problems.append(msg)
+
+    trt = f"TensorRT {support.tensorrt}"
+    # -- opset ---------------------------------------------------------------------------------
+    used_domains = {n.domain for _, g in _walk_graphs(model.graph) for n in g.node}
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            if not support.opset_min <= imp.version <= support.opset_max:
+                add(f"opset {imp.version} is outside {trt}'s supported range {support.opset_min}..{support.opset_max}")
+        elif imp.domain in used_domains:
+            add(f"operators from domain {imp.domain!r} need TensorRT plugins")
+
+    type_names = _onnx_type_names()
+    types = _infer_types(model)
+    T = onnx.TensorProto
+    bad_types = {T.STRING: "string", T.COMPLEX64: "complex64", T.COMPLEX128: "complex128", T.INT16: "int16",
+                 T.UINT16: "uint16", T.UINT32: "uint32", T.UINT64: "uint64"}
+
+    # -- per tensor types ----------------------------------------------------------------------
+    for name, et in types.items():
+        if et == T.DOUBLE:
+            add(f"tensor {name!r} is float64: TensorRT casts DOUBLE down to FLOAT with clamping")
+        elif et in bad_types:
+            add(f"tensor {name!r} has type {bad_types[et]}, which TensorRT does not support")
+
+    producers: dict[str, onnx.NodeProto] = {}
+    for _, graph in _walk_graphs(model.graph):
+        for node in graph.node:
+            for out in node.output:
+                producers[out] = node
+
+    # -- per node ------------------------------------------------------------------------------
+    for prefix, graph in _walk_graphs(model.graph):
+        consts = _const_int_values(graph)
+        initializers = {i.name for i in graph.initializer}
+        for node in graph.node:
+            label = f"{node.op_type} node {prefix}{node.name or '(unnamed)'}"
+            if node.domain not in ("", "ai.onnx"):
+                add(f"{label}: custom domain {node.domain!r} needs a TensorRT plugin")
+                continue
+            op = support.ops.get(node.op_type)
+            if op is None:
+                add(f"{label}: operator {node.op_type} is not in {trt}'s ONNX operator list")
+                continue
+            if not op.supported:
+                add(f"{label}: operator {node.op_type} is not supported by {trt}'s ONNX parser")
+                continue
+            if node.op_type in DATA_DEPENDENT_OPS:
+                add(f"{label}: {node.op_type} has a data-dependent output shape")
+            if node.op_type == "TopK":
+                k = consts.get(node.input[1]) if len(node.input) > 1 else None
+                if k is None:
+                    add(f"{label}: TopK with a non-constant K has a data-dependent output shape")
+                elif k and k[0] >= TOPK_MAX_K:
+                    add(f"{label}: TopK K={k[0]} exceeds TensorRT's limit (K < {TOPK_MAX_K})")
+            if node.op_type == "Resize":
+                mode = _attr(node, "mode", b"nearest")
+                coord = _attr(node, "coordinate_transformation_mode", b"half_pixel")
+                mode, coord = (v.decode() if isinstance(v, bytes) else str(v) for v in (mode, coord))
+                if mode not in RESIZE_MODES:
+                    add(f"{label}: Resize mode {mode!r} is not supported (nearest, linear)")
+                if coord not in RESIZE_COORD_MODES:
+                    add(f"{label}: Resize coordinate_transformation_mode {coord!r} is not supported")
+                if int(_attr(node, "antialias", 0) or 0):
+                    add(f"{label}: Resize antialiasing is not supported")
+                policy = _attr(node, "keep_aspect_ratio_policy", b"stretch")
+                policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+                if policy != "stretch":
+                    add(f"{label}: Resize keep_aspect_ratio_policy {policy!r} is not supported")
+            # Types of the node's inputs.
+            for idx, name in enumerate(node.input):
+                if not name or name not in types:
+                    continue
+                tname = type_names.get(types[name], "")
+                if tname == "UINT8":
+                    # TensorRT: UINT8 only for network I/O, converted by a Cast right away.
+                    if node.op_type not in ("Cast", "CastLike"):
+                        add(f"{label}: uint8 tensor {name!r} feeds {node.op_type}; TensorRT takes uint8 only "
+                            f"as a network input/output consumed by a Cast")
+                    continue
+                if tname in _QUANTIZED:
+                    producer = producers.get(name)
+                    is_const = name in initializers or (producer is not None and producer.op_type == "Constant")
+                    from_q = producer is not None and producer.op_type == "QuantizeLinear"
+                    if node.op_type == "DequantizeLinear" and (from_q or is_const):
+                        continue
+                    if node.op_type == "QuantizeLinear" and idx == 2 and is_const:  # the zero point
+                        continue
+                    add(f"{label}: {tname.lower()} tensor {name!r} is used outside a Q/DQ pair "
+                        f"(TensorRT uses {tname} only as a quantized type)")
+                    continue
+                # Operator type column: checked for the data input (input 0) only; other inputs are
+                # often shapes/indices with their own rules.
+                if idx == 0 and op.types and tname and tname != "DOUBLE" and tname not in op.types:
+                    add(f"{label}: {node.op_type} on {tname} is not supported by {trt} "
+                        f"(supported: {', '.join(sorted(op.types))})")
+    return problems

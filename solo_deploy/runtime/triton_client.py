@@ -1,0 +1,139 @@
+"""A runner that sends batches to a Triton Inference Server (``tritonclient``, imported lazily).
+
+``TritonRunner(model, url)``: ``model`` is a model name on the server, or a local model folder
+written by ``solo-deploy export --format triton`` (its folder name is the model name, and its
+``config.pbtxt`` supplies the metadata without a server round trip). gRPC by default
+(``host:8001``); a URL starting with ``http://`` uses the HTTP client (``host:8000``).
+
+Returns the raw deploy outputs ``(scores, kernels, [mask_feat, ...])`` as numpy arrays.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError, RuntimeFailure
+from ..model.modelfile import ModelMeta
+
+__all__ = ["TRITONCLIENT_MISSING", "TritonRunner"]
+
+TRITONCLIENT_MISSING = "tritonclient is not installed: pip install tritonclient[grpc]"
+
+
+def _import_client(http: bool) -> Any:
+    try:
+        if http:
+            import tritonclient.http as client
+        else:
+            import tritonclient.grpc as client
+    except ImportError:
+        hint = "pip install tritonclient[http]" if http else "pip install tritonclient[grpc]"
+        raise BadInputError(f"tritonclient is not installed: {hint}") from None
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _meta_from_config(config: dict[str, Any], source: str) -> ModelMeta:
+    params = config.get("parameters") or {}
+    entry = params.get("solo_deploy")
+    if isinstance(entry, dict):
+        raw = entry.get("string_value")
+    else:
+        raw = entry
+    if not raw:
+        raise BadInputError(f"{source}: the Triton model config has no solo_deploy parameter "
+                            f"(write the repository with solo-deploy export --format triton)")
+    try:
+        return ModelMeta.from_dict(json.loads(raw), source=source)
+    except json.JSONDecodeError:
+        raise BadInputError(f"{source}: solo_deploy parameter is not valid JSON") from None
+
+
+class TritonRunner:
+    """Runner over Triton: uint8 (N, H, W, 3) numpy in, numpy raw outputs back."""
+
+    backend = "triton"
+
+    def __init__(self, model_name_or_path: str, url: str = "localhost:8001", timeout_s: float = 60.0) -> None:
+        from ..export.wrapper import INPUT_NAME, output_names
+
+        self.url = url
+        self.device = f"triton:{url}"
+        http = url.startswith(("http://", "https://"))
+        address = url.split("://", 1)[1] if "://" in url else url
+        local = Path(model_name_or_path)
+        local_config: dict[str, Any] | None = None
+        if local.is_file() and local.name == "config.pbtxt":
+            local = local.parent
+        if (local / "config.pbtxt").is_file():
+            from ..export.triton import parse_pbtxt
+
+            local_config = parse_pbtxt((local / "config.pbtxt").read_text(encoding="utf-8"))
+            self.model_name = str(local_config.get("name") or local.name)
+        else:
+            self.model_name = str(model_name_or_path)
+        self._client_mod = _import_client(http)
+        self._http = http
+        self._timeout = timeout_s
+        try:
+            if http:
+                self.client = self._client_mod.InferenceServerClient(url=address, network_timeout=timeout_s)
+            else:
+                self.client = self._client_mod.InferenceServerClient(url=address)
+            live = self.client.is_server_live()
+        except Exception as exc:  # noqa: BLE001 - connection errors of either client
+            raise BadInputError(f"cannot reach Triton at {url}: {_first_line(exc)}") from None
+        if not live:
+            raise BadInputError(f"Triton at {url} is not live")
+        try:
+            if not self.client.is_model_ready(self.model_name):
+                raise BadInputError(f"model {self.model_name!r} is not ready on Triton at {url}")
+            config = local_config
+            if config is None:
+                cfg = self.client.get_model_config(self.model_name, **({} if http else {"as_json": True}))
+                config = cfg.get("config", cfg)  # gRPC wraps the config, HTTP does not
+        except BadInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"Triton at {url} cannot describe model {self.model_name!r}: {_first_line(exc)}") \
+                from None
+        self.meta = _meta_from_config(config, f"Triton model {self.model_name!r}")
+        self.input_name = INPUT_NAME
+        self.output_names = output_names(self.meta.model)
+        self.max_batch = int(config.get("max_batch_size", 0) or 0)
+        self._fixed_batch: int | None = None
+        if self.max_batch == 0:
+            # Static-batch model: dims carry the batch; send chunks of exactly that size.
+            inputs = config.get("input") or []
+            dims = inputs[0].get("dims") if inputs else None
+            if dims and int(dims[0]) > 0:
+                self._fixed_batch = int(dims[0])
+
+    def _infer(self, images: np.ndarray) -> list[np.ndarray]:
+        client = self._client_mod
+        inp = client.InferInput(self.input_name, list(images.shape), "UINT8")
+        inp.set_data_from_numpy(images)
+        outs = [client.InferRequestedOutput(n) for n in self.output_names]
+        try:
+            extra = {} if self._http else {"client_timeout": self._timeout}  # HTTP: set on the client
+            res = self.client.infer(self.model_name, [inp], outputs=outs, **extra)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeFailure(f"Triton inference failed: {_first_line(exc)}") from None
+        return [res.as_numpy(n) for n in self.output_names]
+
+    def __call__(self, images: np.ndarray) -> tuple[Any, Any, list[Any]]:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise BadInputError(f"runner input must be uint8 (N, H, W, 3), got "
+                                f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+        images = np.ascontiguousarray(images)
+        step = self._fixed_batch or self.max_batch or images.shape[0]
+        parts = [self._infer(images[i:i + step]) for i in range(0, images.shape[0], step)]
+        outs = parts[0] if len(parts) == 1 else [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+        return outs[0], outs[1], list(outs[2:])

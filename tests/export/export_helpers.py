@@ -1,0 +1,51 @@
+"""Tiny models for the export tests (importable: test modules here do ``from export_helpers import ...``)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+CLASS_NAMES = ("circle", "rectangle", "triangle", "ring")
+TRT_REASON = "needs TensorRT and a CUDA GPU"
+
+
+def tiny_preset(preset: str, num_classes: int = 4):
+    """The named preset's arch and backbone with a thin head and small grids (fast on 2 CPU cores)."""
+    from solo_deploy.model.config import get_preset
+
+    return replace(get_preset(preset, num_classes=num_classes), fpn_channels=32, head_channels=32, mask_channels=16,
+                   mask_feat_channels=16, norm_groups=8, stacked_convs=1, grids=(8, 6, 4, 3, 2))
+
+
+def save_tiny(path: Path, preset: str, input_hw: tuple[int, int] = (64, 64), lively: bool = True,
+              seed: int = 0) -> Path:
+    """Save a tiny model file. ``lively``: head weights scaled so random images give a few dozen
+    confident instances with non-trivial masks (fresh SOLO init predicts nothing), which makes
+    the post-processing parity comparison meaningful."""
+    import torch
+
+    from solo_deploy.model.modelfile import ModelMeta, save_model_file
+    from solo_deploy.model.network import SOLONet
+    from solo_deploy.preprocess import PreprocessSpec
+
+    torch.manual_seed(seed)
+    cfg = tiny_preset(preset)
+    net = SOLONet(cfg).eval()
+    if lively:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in net.head.named_parameters():
+                if name == "cate_out.bias":
+                    p.fill_(-4.0)
+                elif name == "cate_out.weight":
+                    p.normal_(0, 0.4, generator=g)
+                elif name == "kernel_out.weight":
+                    p.normal_(0, 0.3, generator=g)
+                elif name.startswith("mask_weight"):
+                    p.normal_(0, 1.5, generator=g)
+    meta = ModelMeta(model=cfg, preprocess=PreprocessSpec(input_hw=input_hw), class_names=CLASS_NAMES, preset=preset)
+    return save_model_file(path, net.state_dict(), meta)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden temporary files that an atomic write would leave behind on failure."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
