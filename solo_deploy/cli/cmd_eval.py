@@ -98,6 +98,17 @@ def predict(
         raise BadInputError(f"none of the {failed} images could be read")
 
 
+# Written against documented APIs but never run on a machine of ours (CI has no GPU, TensorRT or
+# Triton server); listed so nobody mistakes them for tested paths.
+NEVER_EXECUTED = {
+    "tensorrt": "engine build (TensorRT 10 weak typing / 11 strongly typed) and TensorRTRunner",
+    "onnxruntime-cuda": "CUDAExecutionProvider sessions (probed at start-up, used only when they work)",
+    "torch-cuda": "PyTorch runner and post-processing on CUDA tensors",
+    "cupy": "post-processing on CuPy arrays (same array-API code as numpy/torch)",
+    "triton": "TritonRunner against a live Triton server (the model repository writer is tested)",
+}
+
+
 @app.command()
 def info(
     model: Optional[Path] = typer.Argument(None, help="A model file to describe (optional)."),
@@ -109,7 +120,7 @@ def info(
     setup_logging(log_level)
     from ..runtime.devices import describe
 
-    out = {"environment": describe()}
+    out = {"environment": describe(), "never_executed_in_our_ci": NEVER_EXECUTED}
     if presets:
         from ..model.config import PRESETS
 
