@@ -1,7 +1,2 @@
 """Registers every command module on the app (each keeps its heavy imports inside functions)."""
-from . import cmd_eval, cmd_train  # noqa: F401
-
-try:  # modules of later stages register themselves when present
-    from . import cmd_export  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+from . import cmd_bench, cmd_calibrate, cmd_eval, cmd_export, cmd_run, cmd_train  # noqa: F401

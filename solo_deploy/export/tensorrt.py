@@ -436,6 +436,8 @@ class TensorRTRunner:
         path = Path(path)
         if not path.is_file():
             raise BadInputError(f"engine file not found: {path}")
+        if path.stat().st_size == 0:
+            raise BadInputError(f"engine file is empty: {path}")
         if not str(device).startswith("cuda"):
             raise BadInputError(f"the tensorrt backend runs on a CUDA device, got --device {device}")
         sidecar = read_sidecar(path)

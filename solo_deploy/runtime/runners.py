@@ -104,7 +104,9 @@ class OnnxRunner:
         self.meta = onnx_meta(path)
         self.device = device
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        # Fatal only: ORT also logs a load failure natively (multi-line, coloured) on stderr; the
+        # same message reaches the user once, as the BadInputError line below.
+        opts.log_severity_level = 4
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
