@@ -193,32 +193,25 @@ class SOLODataModule(pl.LightningDataModule):
     def _prepare(self) -> None:
         from ..data.transforms import EvalTransform, TrainTransform
 
-        if self.data == "synthetic":
-            from ..data.synthetic import SyntheticConfig, SyntheticDataset, synthetic_coco_dict
+        from ..evaluation.model_eval import load_eval_data
 
-            scfg = SyntheticConfig()
-            train = SyntheticDataset("train", scfg, count=self.train_images)
-            val = SyntheticDataset("val", scfg, count=self.val_images)
-            self.class_names = list(scfg.class_names)
-            self.cat_ids = list(range(1, len(scfg.class_names) + 1))
-            self.val_gt = synthetic_coco_dict("val", count=self.val_images, cfg=scfg)
+        # Validation data and its ground truth come from the same loader as `solo-deploy eval`.
+        val, self.val_gt, self.class_names, self.cat_ids = load_eval_data(self.data, "val", self.val_images)
+        if self.data == "synthetic":
+            from ..data.synthetic import SyntheticDataset
+
+            train = SyntheticDataset("train", count=self.train_images)
         else:
-            from ..data.coco import CocoDataset
             from pathlib import Path
 
+            from ..data.coco import CocoDataset
+
             root = Path(self.data)
-            train_root = root / "train" if (root / "train").is_dir() else root
-            val_root = root / "val" if (root / "val").is_dir() else root
-            train, val = CocoDataset(train_root), CocoDataset(val_root)
-            self.class_names = list(train.class_names)
-            self.cat_ids = list(train.cat_ids)
-            gt = val.coco_dict
-            if self.val_images is not None:
-                keep = set(val.image_ids[: self.val_images])
-                gt = {**gt, "images": [i for i in gt["images"] if i["id"] in keep],
-                      "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
-                val = _Subset(val, self.val_images)
-            self.val_gt = gt
+            train = CocoDataset(root / "train" if (root / "train").is_dir() else root)
+            if list(train.class_names) != self.class_names:
+                from ..errors import BadInputError
+
+                raise BadInputError(f"{root}: train and val splits have different categories")
         self.train_set = _Mapped(train, TrainTransform(self.spec) if self.augment else EvalTransform(self.spec),
                                  self.seed)
         self.val_set = _Mapped(val, EvalTransform(self.spec), self.seed)
@@ -237,17 +230,6 @@ class SOLODataModule(pl.LightningDataModule):
         from ..data.transforms import collate
 
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
-
-
-class _Subset:
-    def __init__(self, ds, n: int) -> None:
-        self.ds, self.n = ds, min(n, len(ds))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        return self.ds[i]
 
 
 class _Mapped:
