@@ -27,7 +27,8 @@ divide by zero at stride 32).
 FP16 (``half=True``): traced from a half-precision copy of the network, which is what ran on
 ORT CPU in our notes (onnxconverter-common's float16 pass produced invalid graphs). The graph's
 boundary keeps its declared types: uint8 in, cast/normalise in float32, Cast to float16 before
-the first convolution, float16 network and decode, Cast to float32 on every output. GroupNorm
+the first convolution, float16 network, category logits cast to float32 for sigmoid and point
+NMS (float16 ties flip point-NMS peaks), Cast to float32 on every output. GroupNorm
 stays float32 (Cast in/out): its variance over large maps is the numerically sensitive step.
 """
 from __future__ import annotations
@@ -161,6 +162,9 @@ def _half_deploy_module(net: torch.nn.Module, spec: Any) -> torch.nn.Module:
     # DeployWrapper keeps its mean/std buffers in float32 (we never call .half() on it), so the
     # input normalisation runs in float32; this hook casts the normalised image to float16.
     half_net.register_forward_pre_hook(lambda _m, args: (args[0].half(), *args[1:]))
+    # Category logits go back to float32 before sigmoid and point NMS: in float16, neighbouring
+    # peaks tie and point NMS keeps a different cell than float32 does (score parity 2e-1).
+    half_net.register_forward_hook(lambda _m, _args, out: out._replace(cate=[c.float() for c in out.cate]))
     return FloatOutputs(DeployWrapper(half_net, spec)).eval()
 
 

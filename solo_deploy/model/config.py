@@ -17,6 +17,7 @@ MAX_PER_IMG = 100  # instances kept after Matrix NMS
 SCORE_THR = 0.1  # candidate threshold on category scores (internal, not the user's --conf)
 UPDATE_THR = 0.05  # threshold on decayed scores after Matrix NMS
 MASK_THR = 0.5  # soft mask -> binary mask
+MIN_AREA_FACTOR = 1.0  # keep masks with area > factor * stride (stride-4 pixels): SOLOv2 reference
 MATRIX_NMS_SIGMA = 2.0  # gaussian kernel; paper's exp(-(iou^2 - cmax^2) / 0.5)
 
 
@@ -104,6 +105,10 @@ class PostprocessConfig:
     max_per_img: int = MAX_PER_IMG
     kernel: str = "gaussian"  # Matrix NMS decay: "gaussian" | "linear"
     sigma: float = MATRIX_NMS_SIGMA
+    # A candidate survives if its stride-4 mask covers more than min_area_factor * (its level's
+    # stride) pixels. 1.0 is the SOLOv2 reference (``sum_masks > strides``); it drops every object
+    # under ~11 px, so presets for small objects lower it.
+    min_area_factor: float = MIN_AREA_FACTOR
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -315,6 +315,9 @@ class CameraSource(Source):
             self.cap = None
 
 
+_MIN_ATTEMPT_S = 2.0  # shortest open/read timeout of one reconnect attempt
+
+
 class StreamSource(Source):
     """A network stream (RTSP, HTTP, RTMP, UDP, ...); live; reconnects after a drop.
 
@@ -359,12 +362,14 @@ class StreamSource(Source):
         deadline = start + self.reconnect_timeout
         delay, attempt = 0.25, 0
         log.warning("stream %s dropped; reconnecting (giving up after %.0f s)", self.name, self.reconnect_timeout)
+        # Every wait ends in an attempt, also the wait cut short by the deadline: a stream that is
+        # back just before the deadline is found (the last back-off step may be seconds long).
         while not stop.is_set():
             left = deadline - time.perf_counter()
-            if left <= 0:
-                break
             attempt += 1
-            cap = self._connect(max(0.5, min(self.open_timeout, left)))
+            # An attempt near the deadline still gets _MIN_ATTEMPT_S: with less, FFmpeg's open and
+            # read timeouts cut a stream that has just come back (seen with HTTP MPEG-TS at 0.5 s).
+            cap = self._connect(min(self.open_timeout, max(_MIN_ATTEMPT_S, left)))
             if cap is not None:
                 self.cap = cap
                 self.reconnects += 1

@@ -14,7 +14,8 @@ RECIPES = Path(__file__).with_name("recipes")
 
 _RECIPE_KEYS = {"imgsz", "batch_size", "epochs", "optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
                 "grad_clip", "val_images", "train_images", "max_time", "num_workers", "momentum", "max_steps",
-                "precision", "time_budget_s", "val_every", "val_every_steps", "seed", "min_lr_ratio", "snapshot_minutes"}
+                "precision", "time_budget_s", "val_every", "val_every_steps", "seed", "min_lr_ratio", "snapshot_minutes",
+                "postprocess"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def train(req: TrainRequest) -> Path:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    from ..model.config import get_preset
+    from ..model.config import PostprocessConfig, get_preset
     from ..model.modelfile import ModelMeta, read_model, save_model_file
     from ..model.network import SOLONet
     from ..preprocess import PreprocessSpec
@@ -81,8 +82,13 @@ def train(req: TrainRequest) -> Path:
                         num_workers=int(recipe.get("num_workers", 0)), val_images=recipe.get("val_images"),
                         train_images=recipe.get("train_images"), seed=seed)
     model_cfg = get_preset(req.preset, num_classes=len(dm.class_names))
+    post_over = dict(recipe.get("postprocess") or {})
+    unknown = sorted(set(post_over) - set(PostprocessConfig.__dataclass_fields__))
+    if unknown:
+        raise BadInputError(f"recipe postprocess: unknown keys {unknown}; known: {sorted(PostprocessConfig.__dataclass_fields__)}")
+    post = PostprocessConfig.from_dict({**PostprocessConfig().to_dict(), **post_over})
     meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names), preset=req.preset,
-                     extra={"data": req.data, "recipe": {k: v for k, v in recipe.items()}})
+                     postprocess=post, extra={"data": req.data, "recipe": {k: v for k, v in recipe.items()}})
     net = SOLONet(model_cfg, req.backbone_weights)
     if req.from_model:
         _init_from(net, req.from_model, meta)

@@ -118,3 +118,23 @@ def test_strip_and_restore_weights_round_trip():
         return sess.run(None, {"x": x})[0]
 
     np.testing.assert_array_equal(run(restored), run(_weighted_model()))
+
+
+def test_score_peak_flips_are_counted_not_measured() -> None:
+    """A point-NMS peak that moves to a tied neighbour is a flip (judged by instance agreement);
+    a changed value at a peak both sides keep is a numeric difference."""
+    import numpy as np
+
+    from solo_deploy.export.parity import compare_outputs
+
+    ref = np.zeros((1, 6, 2), np.float32)
+    ref[0, 1, 0], ref[0, 4, 1] = 0.8, 0.5
+    got = ref.copy()
+    got[0, 1, 0], got[0, 2, 0] = 0.0, 0.8  # the peak moved one cell
+    (d,) = compare_outputs(["scores"], [ref], [got])
+    assert d.peak_flips == 2 and d.rel == 0.0
+    got[0, 4, 1] = 0.4  # a kept peak changed by 0.1
+    (d,) = compare_outputs(["scores"], [ref], [got])
+    assert d.peak_flips == 2 and abs(d.rel - 0.1 / 0.8) < 1e-6
+    (k,) = compare_outputs(["kernels"], [ref], [got])  # other outputs: every element counts
+    assert k.peak_flips == 0 and abs(k.rel - 1.0) < 1e-6

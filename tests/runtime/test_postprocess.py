@@ -78,7 +78,7 @@ def reference_postprocess(scores, kernels, feats, grids, strides, cfg, input_hw)
         soft = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
         binary = soft > cfg.mask_thr
         area = binary.sum()
-        if area <= strides[lvl]:
+        if area == 0 or area <= strides[lvl] * cfg.min_area_factor:
             continue
         kept.append((score * float((soft * binary).sum() / area), k, soft, binary))
     kept = sorted(kept, key=lambda t: -t[0])[: cfg.nms_pre]
@@ -120,7 +120,8 @@ def test_matches_bruteforce_reference(solo: bool, seed: int) -> None:
     scores, kernels, feats = random_outputs(seed, grids=grids, solo=solo)
     cells = cell_info(grids, strides, len(feats))
     # Tight budgets (nms_pre < candidates, max_per_img binding) and the defaults (update_thr binding).
-    for cfg in (CFG, replace(CFG, kernel="linear"), PostprocessConfig(), PostprocessConfig(kernel="linear")):
+    for cfg in (CFG, replace(CFG, kernel="linear"), PostprocessConfig(), PostprocessConfig(kernel="linear"),
+                replace(CFG, min_area_factor=0.0), replace(CFG, min_area_factor=0.5)):
         det = postprocess_single(scores, kernels, feats, cells, cfg, (64, 64))
         soft, labels, sc = reference_postprocess(scores, kernels, feats, grids, strides, cfg, (64, 64))
         assert len(det) == len(labels) > 3
@@ -356,7 +357,7 @@ def test_masks_to_image_matches_sequential_steps(orig_hw, backend: str) -> None:
     np.testing.assert_array_equal(got[clear], (cv > 0.5)[clear])
 
 
-def test_masks_to_image_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_masks_to_image_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     import solo_deploy.runtime.postprocess as pp
 
     spec = PreprocessSpec(input_hw=(64, 64))
@@ -364,10 +365,38 @@ def test_masks_to_image_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     soft = np.random.default_rng(2).random((5, 16, 16)).astype(np.float32)
     det = Detections(soft, np.zeros(5, np.int64), np.ones(5, np.float32))
     whole = masks_to_image(det, (64, 64), lb, 0.5)
-    monkeypatch.setattr(pp, "_IMAGE_CHUNK_ELEMS", 2 * 50 * 30)  # 2 instances per chunk
+    monkeypatch.setattr(pp, "_PASTE_GROUP", 2)  # 2 instances per group
     np.testing.assert_array_equal(masks_to_image(det, (64, 64), lb, 0.5), whole)
     with pytest.raises(BadInputError):
         masks_to_image(det, (32, 32), lb, 0.5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("orig_hw", [(480, 640), (37, 300), (200, 90)])
+def test_masks_to_image_boxes_equal_dense_resize(backend: str, orig_hw) -> None:
+    """Sparse blobs of every size (and an empty mask, and one in the padding): the per-box paste
+    equals thresholding the dense full-frame resize."""
+    from solo_deploy.runtime.postprocess import _crop_resize_matrix_f64
+
+    spec = PreprocessSpec(input_hw=(64, 64))
+    lb = spec.plan(orig_hw)
+    rng = np.random.default_rng(4)
+    soft = np.zeros((9, 16, 16), np.float32)
+    for i, (y, x, h, w) in enumerate([(0, 0, 1, 1), (3, 4, 2, 5), (10, 2, 6, 1), (0, 0, 16, 16), (15, 15, 1, 1),
+                                      (5, 5, 8, 8), (7, 0, 1, 16), (0, 0, 0, 0)]):
+        soft[i, y : y + h, x : x + w] = rng.uniform(0.3, 1.0, size=(h, w))
+    soft[8, 15, :] = 0.9  # the bottom row: only padding when the frame is wide
+    det = Detections(soft, np.zeros(9, np.int64), np.ones(9, np.float32))
+    if backend == "torch":
+        det = Detections(_t(soft), torch.zeros(9, dtype=torch.int64), torch.ones(9))
+    got = to_numpy(masks_to_image(det, (64, 64), lb, 0.5))
+    ay = _crop_resize_matrix_f64(16, 64, lb.resized_hw[0], orig_hw[0])
+    ax = _crop_resize_matrix_f64(16, 64, lb.resized_hw[1], orig_hw[1])
+    dense = ay @ soft.astype(np.float64) @ ax.T
+    clear = np.abs(dense - 0.5) > 1e-5
+    assert got.shape == (9, *orig_hw) and got.dtype == np.bool_
+    np.testing.assert_array_equal(got[clear], (dense > 0.5)[clear])
+    assert got[3].sum() > 0 and got[7].sum() == 0
 
 
 def test_runtime_import_stays_light() -> None:
@@ -379,3 +408,94 @@ def test_runtime_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_min_area_factor_keeps_small_masks() -> None:
+    """The reference area rule drops a 2x2-cell mask on a stride-8 level; factor 0 keeps it."""
+    grids, strides = (4,), (8,)
+    scores = np.zeros((16, 1), np.float32)
+    scores[5, 0] = 0.9
+    kernels = np.zeros((16, 2), np.float32)
+    kernels[5] = [20.0, -10.0]  # logit +10 inside the blob, -10 elsewhere
+    feat = np.zeros((2, 16, 16), np.float32)
+    feat[0, 4:6, 4:6] = 1.0
+    feat[1] = 1.0
+    cells = cell_info(grids, strides, 1)
+    assert len(postprocess_single(scores, kernels, [feat], cells, PostprocessConfig(), (64, 64))) == 0
+    det = postprocess_single(scores, kernels, [feat], cells, PostprocessConfig(min_area_factor=0.0), (64, 64))
+    assert len(det) == 1 and int((det.soft_masks[0] > 0.5).sum()) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: the same code on torch CUDA tensors and CuPy arrays (marked gpu; skipped without one)
+# ---------------------------------------------------------------------------------------------
+def _cuda_lib(lib: str):
+    if lib == "torch-cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+        return lambda a: _t(a).cuda(), lambda x: isinstance(x, torch.Tensor) and x.is_cuda
+    try:
+        import cupy as cp
+    except ImportError:
+        pytest.skip("CuPy is not installed (pip install solo-deploy[cuda])")
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("CuPy sees no CUDA device")
+    except Exception as e:  # CUDARuntimeError when no driver is present
+        pytest.skip(f"CuPy sees no CUDA device ({type(e).__name__})")
+    return cp.asarray, lambda x: isinstance(x, cp.ndarray)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lib", ["torch-cuda", "cupy"])
+@pytest.mark.parametrize("solo", [False, True], ids=["solov2", "solo"])
+def test_cuda_matches_numpy_and_stays_on_device(lib: str, solo: bool) -> None:
+    to_dev, on_dev = _cuda_lib(lib)
+    grids = (6, 4, 3)
+    scores, kernels, feats = random_outputs(5, grids=grids, solo=solo, n=2)
+    cells = cell_info(grids, (8, 16, 32), len(feats))
+    for cfg in (CFG, replace(CFG, kernel="linear"), replace(CFG, min_area_factor=0.0)):
+        a = postprocess_batch(scores, kernels, feats, cells, cfg, (64, 64))
+        b = postprocess_batch(to_dev(scores), to_dev(kernels), [to_dev(f) for f in feats], cells, cfg, (64, 64))
+        lb = PreprocessSpec(input_hw=(64, 64)).plan((50, 30))
+        for da, db in zip(a, b):
+            assert len(da) > 3
+            assert on_dev(db.soft_masks) and on_dev(db.scores) and on_dev(db.labels)
+            img_dev = masks_to_image(db, (64, 64), lb, 0.5)
+            assert on_dev(img_dev)  # the final masks are made on the device too
+            host = db.to_numpy()
+            np.testing.assert_array_equal(da.labels, host.labels)
+            np.testing.assert_allclose(da.scores, host.scores, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(da.soft_masks, host.soft_masks, atol=1e-5)
+            img_host = masks_to_image(da, (64, 64), lb, 0.5)
+            # Resize weights are not exact in float32: allow pixels on the 0.5 boundary to flip.
+            assert (to_numpy(img_dev) != img_host).mean() < 1e-3
+
+
+@pytest.mark.gpu
+def test_predictor_torch_cuda_matches_cpu() -> None:
+    """The shipped model on val images: CUDA (outputs kept on the GPU) finds the CPU's instances."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+    from solo_deploy.data.synthetic import SyntheticDataset
+    from solo_deploy.runtime.defaults import default_model_path
+    from solo_deploy.runtime.predictor import Predictor
+
+    images = [SyntheticDataset("val")[i].image_bgr for i in range(4)]
+    cpu = Predictor.from_file(default_model_path(), backend="torch", device="cpu").predict_batch(images)
+    gpu_pred = Predictor.from_file(default_model_path(), backend="torch", device="cuda")
+    raw = gpu_pred.runner(gpu_pred.preprocess(images)[0])
+    assert raw[0].is_cuda and all(f.is_cuda for f in raw[2])  # post-processing starts on the GPU
+    gpu = gpu_pred.predict_batch(images)
+    matched = 0
+    for c, g in zip(cpu, gpu):
+        # cuDNN/TF32 convolutions move scores by ~1e-3: compare the confident instances only.
+        for k in np.nonzero(c.scores > 0.3)[0]:
+            same = [j for j in range(len(g)) if g.labels[j] == c.labels[k]]
+            ious = [np.logical_and(c.masks[k], g.masks[j]).sum() / max(1, np.logical_or(c.masks[k], g.masks[j]).sum())
+                    for j in same]
+            assert ious and max(ious) > 0.9, f"CPU instance {k} (score {c.scores[k]:.3f}) has no CUDA match"
+            j = same[int(np.argmax(ious))]
+            assert abs(float(g.scores[j]) - float(c.scores[k])) < 0.02
+            matched += 1
+    assert matched >= 4
