@@ -1,5 +1,36 @@
 """The `solo-deploy` command line (Typer). Command modules import heavy libraries inside the
 command functions only, so `solo-deploy --help` answers fast."""
-from .app import app, main
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
 
 __all__ = ["app", "main"]
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    """Console-script entry. A Ctrl-C or SIGTERM that arrives while the CLI is still importing
+    its libraries ends it with one line and exit code 130 / 143 (nothing is written that early);
+    later ones are handled by the command (the pipeline finalises its outputs)."""
+    signal.signal(signal.SIGTERM, _terminate)  # until a command installs its own handler
+    try:
+        from . import commands  # noqa: F401 - registers the commands
+        from .app import main as app_main
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted while starting; nothing was written\n")
+        raise SystemExit(130) from None
+    app_main()
+
+
+def __getattr__(name: str) -> Any:
+    # `from solo_deploy.cli import app` keeps working without importing Typer with the package.
+    if name == "app":
+        from .app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

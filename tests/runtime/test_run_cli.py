@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import cv2
+import pytest
 
 # `python -m`-free entry that works before and after commands.py registers `run`.
 ENTRY = "import solo_deploy.cli.cmd_run; from solo_deploy.cli.app import main; main()"
@@ -115,6 +116,50 @@ def test_demo_with_default_model_then_sigint(tmp_path, tiny_model_file) -> None:
         n += 1
     assert n == s["frames"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def _frames_in(video: Path) -> int:
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("delay", [0.3, 1.5, "first-frames"], ids=["start-up", "loading", "mid-stream"])
+def test_signal_at_any_point_leaves_nothing_or_complete_outputs(tmp_path, tiny_model_file, sig, delay) -> None:
+    """A signal during start-up, model loading or mid-stream: either no output file at all, or a
+    playable video and only complete JSON lines, as many as the frames it reports; no traceback,
+    no temporary file left behind."""
+    out, js = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    # The console script's own entry (its start-up window is what a signal at 0.3 s hits).
+    entry = "from solo_deploy.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", entry, "run", "--video", "demo", "--model", str(tiny_model_file),
+                             "--backend", "torch", "-o", str(out), "--save-json", str(js)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if delay == "first-frames":
+            _wait_for_lines(tmp_path, proc, timeout=90)
+        else:
+            time.sleep(float(delay))
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in stderr, stderr
+    assert proc.returncode in (0, 1, 130, 143), stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    if js.exists() or out.exists():
+        assert js.exists() and out.exists(), "one output finalised without the other"
+        text = js.read_text()
+        assert text == "" or text.endswith("\n")
+        lines = [json.loads(line) for line in text.splitlines()]  # every line parses: none is cut
+        assert _frames_in(out) == len(lines)
+    if delay == "first-frames":
+        assert js.exists() and js.read_text().count("\n") > 0
 
 
 def test_help_lists_options() -> None:
