@@ -103,8 +103,10 @@ def predict(
 NEVER_EXECUTED = {
     "tensorrt": "engine build (TensorRT 10 weak typing / 11 strongly typed) and TensorRTRunner",
     "onnxruntime-cuda": "CUDAExecutionProvider sessions (probed at start-up, used only when they work)",
-    "torch-cuda": "PyTorch runner and post-processing on CUDA tensors",
-    "cupy": "post-processing on CuPy arrays (same array-API code as numpy/torch)",
+    "torch-cuda": "PyTorch runner and post-processing on CUDA tensors (ran on an H200 outside CI on 2026-11-25: "
+                  "gpu tests, eval, bench and run --device cuda)",
+    "cupy": "post-processing on CuPy arrays, same array-API code as numpy/torch (gpu tests ran on an H200 outside "
+            "CI on 2026-11-25)",
     "triton": "TritonRunner against a live Triton server (the model repository writer is tested)",
 }
 

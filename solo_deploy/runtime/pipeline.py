@@ -493,6 +493,7 @@ def build_predictor(model: str | Path, backend: str = "auto", device: str = "cpu
             # The ONNX export path is optional (onnx / onnxslim missing): PyTorch runs the model too.
             log.warning("ONNX export unavailable (%s); using the torch backend", exc)
             backend = "torch"
+    kwargs.setdefault("spin", False)  # the pipeline's other stages need the cores ORT would spin on
     runner = make_runner(model, backend=backend, device=device, threads=threads, **kwargs)
     return Predictor(runner, conf=conf)
 
