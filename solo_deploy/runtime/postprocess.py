@@ -62,6 +62,7 @@ __all__ = [
 # largest power that does not overflow float32 (no inf, no RuntimeWarning on numpy).
 _LOGIT_CLIP = 88.0
 # Floats in one masks_to_image temporary (256 MiB of float32): bounds memory on large images.
+_IMAGE_CHUNK_ELEMS = 1 << 26
 _PASTE_GROUP = 16  # instances pasted per group in masks_to_image (one window size per group)
 
 
@@ -220,9 +221,11 @@ def _float_dtype(xp: Any, x: Array) -> Any:
 
 
 def _apply_separable(xp: Any, x: Array, ry: Array, rx: Array) -> Array:
-    """(..., h, w) -> (..., H, W) = ry @ x @ rx^T, multiplying the cheaper axis first."""
+    """(..., h, w) -> (..., H, W) = ry @ x @ rx^T, multiplying the cheaper axis first.
+
+    ``ry`` (H, h) and ``rx`` (W, w), or stacks of them that broadcast against ``x``."""
     h, w = x.shape[-2], x.shape[-1]
-    out_h, out_w = ry.shape[0], rx.shape[0]
+    out_h, out_w = ry.shape[-2], rx.shape[-2]
     if out_h * w * (h + out_w) <= h * out_w * (w + out_h):
         return (ry @ x) @ xp.matrix_transpose(rx)
     return ry @ (x @ xp.matrix_transpose(rx))
@@ -514,10 +517,8 @@ def masks_to_image(
     if k == 0:
         return xp.zeros((0, out_h, out_w), dtype=xp.bool, device=dev)
     soft = xp.astype(soft, xp.float32, copy=False)
-    ay_host = _crop_resize_matrix_f64(h4, ih, rh, out_h)
-    ax_host = _crop_resize_matrix_f64(w4, iw, rw, out_w)
-    ay = _as_xp(xp, ay_host, xp.float32, dev)
-    ax = _as_xp(xp, ax_host, xp.float32, dev)
+    ay = _as_xp(xp, _crop_resize_matrix_f64(h4, ih, rh, out_h), xp.float32, dev)
+    ax = _as_xp(xp, _crop_resize_matrix_f64(w4, iw, rw, out_w), xp.float32, dev)
 
     # Each output pixel is a convex combination (non-negative weights summing to 1) of the
     # stride-4 cells in its bilinear support, so it can exceed mask_thr only if one of those cells
@@ -530,10 +531,12 @@ def masks_to_image(
     extent = xp.astype(xp.maximum(ry1 - ry0, 0) * xp.maximum(rx1 - rx0, 0), xp.int64)
     order = to_numpy(xp.argsort(extent, stable=True))
     ry0, ry1, rx0, rx1 = (to_numpy(v) for v in (ry0, ry1, rx0, rx1))
-    # Instances go in groups of similar box size, one window size per group: a loop over at most
-    # ceil(K / _PASTE_GROUP) groups, not over instances.
-    for start in range(0, k, _PASTE_GROUP):
-        sel = order[start : start + _PASTE_GROUP]
+    # Instances go in groups of similar box size, one window size per group: a loop over groups,
+    # not over instances. A group's float temporary is at most group x H x W: the group shrinks
+    # on large frames so that it stays within _IMAGE_CHUNK_ELEMS.
+    group = max(1, min(_PASTE_GROUP, _IMAGE_CHUNK_ELEMS // max(1, out_h * out_w)))
+    for start in range(0, k, group):
+        sel = order[start : start + group]
         hb, wb = int((ry1[sel] - ry0[sel]).max()), int((rx1[sel] - rx0[sel]).max())
         if hb <= 0 or wb <= 0:
             continue
@@ -545,11 +548,7 @@ def masks_to_image(
         ay_w = xp.reshape(xp.take(ay, _as_xp(xp, rows.reshape(-1), xp.int64, dev), axis=0), (g, hb, h4))
         ax_w = xp.reshape(xp.take(ax, _as_xp(xp, cols.reshape(-1), xp.int64, dev), axis=0), (g, wb, w4))
         m = xp.take(soft, _as_xp(xp, sel, xp.int64, dev), axis=0)
-        if hb * w4 * (h4 + wb) <= h4 * wb * (w4 + hb):
-            win = (ay_w @ m) @ xp.matrix_transpose(ax_w)
-        else:
-            win = ay_w @ (m @ xp.matrix_transpose(ax_w))
-        hit = win > mask_thr
+        hit = _apply_separable(xp, m, ay_w, ax_w) > mask_thr
         # Placement only: one slice copy per instance (~1 us each). The arithmetic above is batched
         # per group; integer-array scatter (the vectorised alternative) measured 80x slower here.
         for n, idx in enumerate(sel.tolist()):

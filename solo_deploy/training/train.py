@@ -86,7 +86,7 @@ def train(req: TrainRequest) -> Path:
     unknown = sorted(set(post_over) - set(PostprocessConfig.__dataclass_fields__))
     if unknown:
         raise BadInputError(f"recipe postprocess: unknown keys {unknown}; known: {sorted(PostprocessConfig.__dataclass_fields__)}")
-    post = PostprocessConfig.from_dict({**PostprocessConfig().to_dict(), **post_over})
+    post = PostprocessConfig(**post_over)
     meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names), preset=req.preset,
                      postprocess=post, extra={"data": req.data, "recipe": {k: v for k, v in recipe.items()}})
     net = SOLONet(model_cfg, req.backbone_weights)

@@ -9,9 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from tests_helpers import count_frames
 
 from solo_deploy.errors import BadInputError
 from solo_deploy.runtime.pipeline import Pipeline, build_predictor, format_summary, run
@@ -63,15 +63,6 @@ def demo_video(tmp_path_factory) -> Path:
 
     path, _ = write_video(tmp_path_factory.mktemp("demo") / "demo.mp4", N_FRAMES, seed=SPLITS["demo"].seed)
     return path
-
-
-def _count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -134,7 +125,7 @@ def test_onnxruntime_and_torch_agree_on_demo_video(tmp_path, model_file, onnx_fi
                 handle_signals=False, threads=1)
         assert s["backend"] == backend and s["frames"] == N_FRAMES and s["dropped"] == 0
         assert s["streams"][0]["status"] == "ended"
-        assert _count_frames(out) == N_FRAMES
+        assert count_frames(out) == N_FRAMES
         records[name] = _read_jsonl(js)
         assert [r["frame"] for r in records[name]] == list(range(N_FRAMES))
         assert "frames 20" in format_summary(s)
@@ -216,7 +207,7 @@ def test_several_streams_batch_together(tmp_path) -> None:
     recs = _read_jsonl(tmp_path / "o.jsonl")
     for stream in (0, 1):
         assert [r["frame"] for r in recs if r["stream"] == stream] == list(range(12))
-        assert _count_frames(tmp_path / f"o_{stream}.mp4") == 12
+        assert count_frames(tmp_path / f"o_{stream}.mp4") == 12
     assert {r["source"] for r in recs} == {"a", "b"}
 
 
@@ -236,7 +227,7 @@ def test_stop_finalises_outputs(tmp_path) -> None:
     threading.Timer(0.5, pipe.stop).start()
     s = pipe.run(handle_signals=False)
     assert s["stopped"] == "stop requested" and s["frames"] > 5
-    assert _count_frames(out) == len(_read_jsonl(js)) == s["frames"]
+    assert count_frames(out) == len(_read_jsonl(js)) == s["frames"]
 
 
 def test_sigterm_stops_and_second_sigint_quits_fast(tmp_path) -> None:
@@ -281,7 +272,7 @@ def test_truncated_video_ends_with_warning_and_outputs(tmp_path, model_file, cap
                 progress=False, handle_signals=False)
     assert s["streams"][0]["status"] == "truncated" and "truncated" in caplog.text
     assert 0 < s["frames"] < 16
-    assert _count_frames(tmp_path / "o.mp4") == len(_read_jsonl(tmp_path / "o.jsonl")) == s["frames"]
+    assert count_frames(tmp_path / "o.mp4") == len(_read_jsonl(tmp_path / "o.jsonl")) == s["frames"]
 
 
 def test_bad_arguments(tmp_path, model_file, onnx_file, demo_video) -> None:

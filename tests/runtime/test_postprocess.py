@@ -367,6 +367,8 @@ def test_masks_to_image_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = masks_to_image(det, (64, 64), lb, 0.5)
     monkeypatch.setattr(pp, "_PASTE_GROUP", 2)  # 2 instances per group
     np.testing.assert_array_equal(masks_to_image(det, (64, 64), lb, 0.5), whole)
+    monkeypatch.setattr(pp, "_IMAGE_CHUNK_ELEMS", 50 * 30)  # memory bound: one instance per group
+    np.testing.assert_array_equal(masks_to_image(det, (64, 64), lb, 0.5), whole)
     with pytest.raises(BadInputError):
         masks_to_image(det, (32, 32), lb, 0.5)
 

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
+from tests_helpers import count_frames
 
 # `python -m`-free entry that works before and after commands.py registers `run`.
 ENTRY = "import solo_deploy.cli.cmd_run; from solo_deploy.cli.app import main; main()"
@@ -110,21 +110,8 @@ def test_demo_with_default_model_then_sigint(tmp_path, tiny_model_file) -> None:
     assert text.endswith("\n")
     lines = [json.loads(line) for line in text.splitlines()]
     assert len(lines) == s["frames"] and lines[0]["source"] == "demo"
-    cap = cv2.VideoCapture(str(out))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == s["frames"]
+    assert count_frames(out) == s["frames"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
-
-
-def _frames_in(video: Path) -> int:
-    cap = cv2.VideoCapture(str(video))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -151,13 +138,14 @@ def test_signal_at_any_point_leaves_nothing_or_complete_outputs(tmp_path, tiny_m
             proc.kill()
     assert "Traceback" not in stderr, stderr
     assert proc.returncode in (0, 1, 130, 143), stderr
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not left, (left, stderr)  # no temporary left
     if js.exists() or out.exists():
-        assert js.exists() and out.exists(), "one output finalised without the other"
+        assert js.exists() and out.exists(), ("one output finalised without the other", stderr)
         text = js.read_text()
         assert text == "" or text.endswith("\n")
         lines = [json.loads(line) for line in text.splitlines()]  # every line parses: none is cut
-        assert _frames_in(out) == len(lines)
+        assert count_frames(out) == len(lines)
     if delay == "first-frames":
         assert js.exists() and js.read_text().count("\n") > 0
 

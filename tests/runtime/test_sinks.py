@@ -8,6 +8,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from tests_helpers import count_frames
 
 from solo_deploy.errors import BadInputError
 from solo_deploy.runtime.predictor import Instances
@@ -53,10 +54,7 @@ def test_video_sink_is_atomic_and_readable(tmp_path, suffix: str) -> None:
     sink.close()
     assert path.exists() and not _hidden(tmp_path)
     cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == 7 and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == W and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    assert count_frames(path) == 7 and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == W and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
     assert sink.summary() == {"video": str(path), "frames": 7}
 
 
