@@ -16,23 +16,47 @@ import numpy as np
 
 from ..errors import BadInputError
 
-__all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate"]
+__all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate", "masks_to_boxes"]
 
 # The first six COCOeval.stats entries, in order.
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
-    """bool (K, H, W) -> K COCO compressed RLEs ``{"size": [H, W], "counts": str}``."""
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """bool (K, H, W) -> float32 (K, 4) x0, y0, x1, y1 (exclusive ends); zeros for empty masks."""
+    k = masks.shape[0]
+    if k == 0:
+        return np.zeros((0, 4), np.float32)
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    has = rows.any(axis=1)
+    y0 = np.where(has, rows.argmax(axis=1), 0)
+    y1 = np.where(has, rows.shape[1] - rows[:, ::-1].argmax(axis=1), 0)
+    x0 = np.where(has, cols.argmax(axis=1), 0)
+    x1 = np.where(has, cols.shape[1] - cols[:, ::-1].argmax(axis=1), 0)
+    return np.stack([x0, y0, x1, y1], 1).astype(np.float32)
+
+
+def encode_masks(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """bool (K, H, W) -> K COCO compressed RLEs ``{"size": [H, W], "counts": str}``.
+
+    ``boxes`` (K, 4) x0, y0, x1, y1 (exclusive) must contain each mask; computed when omitted.
+    """
     from pycocotools import mask as mask_utils
 
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise BadInputError(f"expected masks (K, H, W), got shape {masks.shape}")
-    if masks.shape[0] == 0:
+    k, h, w = masks.shape
+    if k == 0:
         return []
-    # pycocotools wants column-major (H, W, K) uint8.
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    boxes = masks_to_boxes(masks) if boxes is None else np.asarray(boxes)
+    # pycocotools wants column-major (H, W, K) uint8, i.e. a C-order (K, W, H) buffer. Only each
+    # mask's box is copied (transposed) into a zeroed one: transposing whole frames cost twice the
+    # encoding itself (640x480, 20 masks: 7.3 ms of 9.5).
+    buf = np.zeros((k, w, h), np.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.astype(np.int64).tolist()):
+        buf[i, x0:x1, y0:y1] = masks[i, y0:y1, x0:x1].T
+    rles = mask_utils.encode(buf.transpose(2, 1, 0))
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON-serialisable
     return rles

@@ -58,9 +58,11 @@ __all__ = [
     "to_numpy",
 ]
 
-# Logits are clipped before exp(): sigmoid(+-88) is already 1 / ~0 in float32, and exp(88) is the
-# largest power that does not overflow float32 (no inf, no RuntimeWarning on numpy).
-_LOGIT_CLIP = 88.0
+# Logits are clipped before exp(): sigmoid(30) is exactly 1.0 in float32 and sigmoid(-30) < 1e-13,
+# so nothing a threshold or a mean can see changes, while exp() never overflows (no inf, no
+# RuntimeWarning on numpy) and never returns a subnormal float (exp(-88) does: those take a slow
+# path on x86 CPUs and made the sigmoid 2-3x slower on strongly negative logits).
+_LOGIT_CLIP = 30.0
 # Floats in one masks_to_image temporary (256 MiB of float32): bounds memory on large images.
 _IMAGE_CHUNK_ELEMS = 1 << 26
 _PASTE_GROUP = 16  # instances pasted per group in masks_to_image (one window size per group)
@@ -253,9 +255,39 @@ def resize_bilinear(x: Array, out_hw: tuple[int, int]) -> Array:
 # ---------------------------------------------------------------------------------------------
 # Matrix NMS
 # ---------------------------------------------------------------------------------------------
+def _decay_one_class(xp: Any, masks: Array, scores: Array, sum_masks: Array, kernel: str, sigma: float) -> Array:
+    """Matrix-NMS decayed scores (K,) of one class's instances, sorted by score (desc).
+
+    ``masks`` (K, P) float32 binary, ``scores`` (K,), ``sum_masks`` (K,).
+    """
+    k = int(scores.shape[0])
+    inter = masks @ xp.matrix_transpose(masks)  # (K, K) pixel counts: one matmul
+    union = sum_masks[:, None] + sum_masks[None, :] - inter
+    iou = inter / xp.maximum(union, 1e-6)  # empty-vs-empty pairs: 0 / eps = 0 instead of NaN
+    idx = xp.arange(k, device=array_device(scores))
+    # pair[i, j]: i is scored higher than j (upper triangle).
+    pair = idx[:, None] < idx[None, :]
+    decay_iou = xp.where(pair, iou, xp.zeros_like(iou))
+    # comp[i]: how much i is itself suppressed, i.e. its max IoU with any higher-scored same-class
+    # instance. A suppressor that is already suppressed decays others less (SOLOv2, eq. 4).
+    comp = xp.max(decay_iou, axis=0)[:, None]
+    if kernel == "gaussian":
+        ratio = xp.exp(-sigma * (decay_iou * decay_iou - comp * comp))
+    else:
+        # The reference divides by (1 - comp) unguarded; comp == 1 (a duplicate of a higher mask)
+        # would give inf/NaN there, the clamp gives a large finite ratio instead.
+        ratio = (1.0 - decay_iou) / xp.maximum(1.0 - comp, 1e-6)
+    # Non-pairs contribute 1 (no decay). Every column has one (the diagonal), so the coefficient is
+    # min(1, min over pairs); identical to the reference, whose non-pair entries are all >= 1 and
+    # whose first row is exactly 1 or a pair.
+    ratio = xp.where(pair, ratio, xp.ones_like(ratio))
+    return scores * xp.min(ratio, axis=0)
+
+
 def _matrix_nms_sorted(
     xp: Any,
-    flat_masks: Array,
+    masks: Array,
+    rows: Array,
     labels: Array,
     scores: Array,
     sum_masks: Array,
@@ -264,34 +296,30 @@ def _matrix_nms_sorted(
 ) -> Array:
     """Decayed scores (K,) for instances already sorted by score (desc).
 
-    ``flat_masks`` (K, P) float32 binary, ``labels`` (K,), ``scores`` (K,), ``sum_masks`` (K,).
+    ``masks`` (M, P) binary (bool or 0/1 numbers) holds the instances' masks at ``rows`` (K,) int64;
+    ``labels`` (K,), ``scores`` (K,), ``sum_masks`` (K,) are in the sorted order.
     """
+    if kernel not in ("gaussian", "linear"):
+        raise BadInputError(f"unknown Matrix NMS kernel {kernel!r}: expected 'gaussian' or 'linear'")
     k = int(scores.shape[0])
     if k == 0:
         return scores
-    inter = flat_masks @ xp.matrix_transpose(flat_masks)  # (K, K) pixel counts: one matmul
-    union = sum_masks[:, None] + sum_masks[None, :] - inter
-    iou = inter / xp.maximum(union, 1e-6)  # empty-vs-empty pairs: 0 / eps = 0 instead of NaN
-    idx = xp.arange(k, device=array_device(scores))
-    # pair[i, j]: i is scored higher than j (upper triangle) and both have the same class.
-    pair = (idx[:, None] < idx[None, :]) & (labels[:, None] == labels[None, :])
-    decay_iou = xp.where(pair, iou, xp.zeros_like(iou))
-    # comp[i]: how much i is itself suppressed, i.e. its max IoU with any higher-scored same-class
-    # instance. A suppressor that is already suppressed decays others less (SOLOv2, eq. 4).
-    comp = xp.max(decay_iou, axis=0)[:, None]
-    if kernel == "gaussian":
-        ratio = xp.exp(-sigma * (decay_iou * decay_iou - comp * comp))
-    elif kernel == "linear":
-        # The reference divides by (1 - comp) unguarded; comp == 1 (a duplicate of a higher mask)
-        # would give inf/NaN there, the clamp gives a large finite ratio instead.
-        ratio = (1.0 - decay_iou) / xp.maximum(1.0 - comp, 1e-6)
-    else:
-        raise BadInputError(f"unknown Matrix NMS kernel {kernel!r}: expected 'gaussian' or 'linear'")
-    # Non-pairs contribute 1 (no decay). Every column has one (the diagonal), so the coefficient is
-    # min(1, min over pairs); identical to the reference, whose non-pair entries are all >= 1 and
-    # whose first row is exactly 1 or a pair.
-    ratio = xp.where(pair, ratio, xp.ones_like(ratio))
-    return scores * xp.min(ratio, axis=0)
+    # Only same-class pairs decay each other, so the IoUs are computed per class block: with C
+    # classes present that is about C times less matmul work than one K x K product. The stable
+    # sort keeps the score order inside each block. The loop runs over classes, not instances.
+    by_class = xp.argsort(labels, stable=True)
+    labels_c = xp.take(labels, by_class)
+    (cuts,) = xp.nonzero(labels_c[1:] != labels_c[:-1])
+    bounds = [0] + [int(c) + 1 for c in to_numpy(cuts).tolist()] + [k]
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        sel = by_class[a:b]
+        # Gathered before the float conversion: with bool masks that moves 4x fewer bytes.
+        block = xp.astype(xp.take(masks, xp.take(rows, sel), axis=0), xp.float32)
+        parts.append(_decay_one_class(xp, block, xp.take(scores, sel), xp.take(sum_masks, sel), kernel, sigma))
+    decayed_c = parts[0] if len(parts) == 1 else xp.concat(parts)
+    # Back to score order: gathering with the inverse permutation (no scatter needed).
+    return xp.take(decayed_c, xp.argsort(by_class))
 
 
 def matrix_nms(
@@ -317,12 +345,11 @@ def matrix_nms(
     scores = xp.astype(scores, xp.float32, copy=False)
     if k == 0:
         return scores
-    flat = xp.astype(xp.reshape(masks, (k, -1)), xp.float32, copy=False)
+    flat = xp.reshape(masks, (k, -1))
     order = xp.argsort(scores, descending=True, stable=True)
-    flat_s = xp.take(flat, order, axis=0)
-    sums = xp.sum(flat_s, axis=1) if sum_masks is None else xp.take(xp.astype(sum_masks, xp.float32), order)
+    sums = xp.sum(xp.astype(flat, xp.float32), axis=1) if sum_masks is None else xp.astype(sum_masks, xp.float32)
     decayed = _matrix_nms_sorted(
-        xp, flat_s, xp.take(labels, order), xp.take(scores, order), sums, kernel, float(sigma)
+        xp, flat, order, xp.take(labels, order), xp.take(scores, order), xp.take(sums, order), kernel, float(sigma)
     )
     # Back to the caller's order: gathering with the inverse permutation (no scatter needed).
     return xp.take(decayed, xp.argsort(order))
@@ -332,7 +359,9 @@ def matrix_nms(
 # Post-processing
 # ---------------------------------------------------------------------------------------------
 def _sigmoid(xp: Any, x: Array) -> Array:
-    return 1.0 / (1.0 + xp.exp(-xp.clip(x, -_LOGIT_CLIP, _LOGIT_CLIP)))
+    t = xp.exp(-xp.clip(x, -_LOGIT_CLIP, _LOGIT_CLIP))
+    t += 1.0  # in place: the (K, h, w) temporaries dominate this function's cost
+    return 1.0 / t
 
 
 def _soft_masks_one_map(xp: Any, kern: Array, feat: Array, out_hw: tuple[int, int]) -> Array:
@@ -341,8 +370,7 @@ def _soft_masks_one_map(xp: Any, kern: Array, feat: Array, out_hw: tuple[int, in
     logits = kern @ xp.reshape(feat, (e, h * w))
     logits = xp.reshape(logits, (kern.shape[0], h, w))
     # Logits (not probabilities) are resized, as the SOLO reference upsamples before the sigmoid.
-    logits = resize_bilinear(logits, out_hw)
-    return _sigmoid(xp, logits)
+    return _sigmoid(xp, resize_bilinear(logits, out_hw))
 
 
 def _empty(xp: Any, dev: Any, out_hw: tuple[int, int]) -> Detections:
@@ -406,12 +434,13 @@ def postprocess_single(
 
     # 3. Binary masks; drop empty masks and those not larger than min_area_factor x their cell's stride.
     m = int(soft.shape[0])
-    binary = xp.astype(xp.reshape(soft > cfg.mask_thr, (m, -1)), xp.float32)
     soft_flat = xp.reshape(soft, (m, -1))
+    inside = soft_flat > cfg.mask_thr  # bool (m, P): the NMS gathers these, 4x fewer bytes than floats
+    binary = xp.astype(inside, xp.float32)
     sum_masks = xp.sum(binary, axis=1)
     cell_stride = xp.take(_as_xp(xp, cells.stride, xp.float32, dev), cell)
     # 4. Maskness: mean soft value inside the binary mask (computed for all, used for the kept).
-    maskness = xp.sum(soft_flat * binary, axis=1) / xp.maximum(sum_masks, 1.0)
+    maskness = xp.vecdot(soft_flat, binary) / xp.maximum(sum_masks, 1.0)
     (keep,) = xp.nonzero((sum_masks > cell_stride * float(cfg.min_area_factor)) & (sum_masks > 0))
     if int(keep.shape[0]) == 0:
         return _empty(xp, dev, out_hw)
@@ -424,8 +453,7 @@ def postprocess_single(
     sorted_scores = xp.take(rescored, order)
     sorted_labels = xp.take(labels, idx)
     decayed = _matrix_nms_sorted(
-        xp, xp.take(binary, idx, axis=0), sorted_labels, sorted_scores, xp.take(sum_masks, idx),
-        cfg.kernel, float(cfg.sigma),
+        xp, inside, idx, sorted_labels, sorted_scores, xp.take(sum_masks, idx), cfg.kernel, float(cfg.sigma),
     )
     (survive,) = xp.nonzero(decayed >= cfg.update_thr)
     if int(survive.shape[0]) == 0:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import BadInputError
+from ..evaluation.coco_eval import masks_to_boxes
 from ..model.modelfile import ModelMeta
 from ..preprocess import Letterbox, as_bgr_uint8
 from .inference import final_masks, postprocess_outputs
@@ -34,8 +36,9 @@ class Instances:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    @property
+    @cached_property
     def boxes(self) -> np.ndarray:
+        # Cached: the overlay and the JSON lines both need them (a pass over every mask).
         return masks_to_boxes(self.masks)
 
     def to_coco(self, image_id: int = 0, cat_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
@@ -52,39 +55,31 @@ class Instances:
         out = as_bgr_uint8(image_bgr).copy()
         if len(self) == 0:
             return out
-        colours = np.array([PALETTE[int(c) % len(PALETTE)] for c in self.labels], np.float32)
-        # Paint back to front so higher scores end on top; one vectorised blend per image.
-        order = np.argsort(self.scores)
-        idmap = np.full(self.image_hw, -1, np.int64)
-        for k in order:  # assignment per instance into one id map (cheap, no float work)
-            idmap[self.masks[k]] = k
-        fg = idmap >= 0
-        out_f = out.astype(np.float32)
-        out_f[fg] = out_f[fg] * (1 - alpha) + colours[idmap[fg]] * alpha
-        out = out_f.astype(np.uint8)
-        edges = cv2.morphologyEx((idmap + 1).astype(np.uint16), cv2.MORPH_GRADIENT,
-                                 np.ones((3, 3), np.uint8)) > 0
+        colours = np.array([PALETTE[int(c) % len(PALETTE)] for c in self.labels], np.uint8)
+        boxes = self.boxes.astype(np.int64)
+        # Paint back to front so higher scores end on top. Each instance touches only its box
+        # (a full-frame boolean assignment per instance cost ~5 ms at 640x480 with 20 instances).
+        idmap = np.full(self.image_hw, -1, np.int32)
+        for k in np.argsort(self.scores).tolist():
+            x0, y0, x1, y1 = boxes[k].tolist()
+            np.copyto(idmap[y0:y1, x0:x1], k, where=self.masks[k, y0:y1, x0:x1])
+        # Whole-frame blend with OpenCV, copied back under the foreground: several times faster
+        # than gathering the foreground pixels into float arrays (the overlay was ~40% of the
+        # sinks' time at 640x480 with 20 instances).
+        lut = np.zeros((256, 1, 3), np.uint8)  # id + 1 -> colour; 0 = background
+        lut[1:len(self) + 1, 0] = colours[:255]
+        ids = np.minimum(idmap + 1, 255).astype(np.uint8)  # max_per_img keeps K far below 255
+        colour_img = cv2.LUT(cv2.merge([ids, ids, ids]), lut)
+        blended = cv2.addWeighted(out, 1 - alpha, colour_img, alpha, 0)
+        cv2.copyTo(blended, (ids > 0).view(np.uint8), out)
+        edges = cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
         out[edges] = (255, 255, 255)
         if labels:
-            for k, (x0, y0, _, _) in enumerate(self.boxes):
+            for k, (x0, y0, _, _) in enumerate(boxes.tolist()):
                 text = f"{self.class_names[int(self.labels[k])]} {self.scores[k]:.2f}"
                 cv2.putText(out, text, (int(x0), max(10, int(y0) - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                             tuple(int(c) for c in PALETTE[int(self.labels[k]) % len(PALETTE)]), 1, cv2.LINE_AA)
         return out
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """bool (K, H, W) -> float32 (K, 4) x0, y0, x1, y1 (exclusive ends); zeros for empty masks."""
-    k = masks.shape[0]
-    if k == 0:
-        return np.zeros((0, 4), np.float32)
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    has = rows.any(axis=1)
-    y0 = np.where(has, rows.argmax(axis=1), 0)
-    y1 = np.where(has, rows.shape[1] - rows[:, ::-1].argmax(axis=1), 0)
-    x0 = np.where(has, cols.argmax(axis=1), 0)
-    x1 = np.where(has, cols.shape[1] - cols[:, ::-1].argmax(axis=1), 0)
-    return np.stack([x0, y0, x1, y1], 1).astype(np.float32)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -166,8 +166,8 @@ def instances_to_json(inst: Instances) -> list[dict[str, Any]]:
 
     if len(inst) == 0:
         return []
-    rles = encode_masks(inst.masks)
     boxes = inst.boxes  # x0, y0, x1, y1 (exclusive ends), vectorised over instances
+    rles = encode_masks(inst.masks, boxes)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).tolist()
     labels = inst.labels.tolist()
     scores = inst.scores.tolist()

@@ -199,3 +199,25 @@ def test_bad_inputs() -> None:
         evaluate("/nonexistent/gt.json", results)
     with pytest.raises(BadInputError):
         detections_to_coco(1, np.ones((1, 4, 4), bool), np.array([3]), np.array([0.5]), CAT_IDS)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_encode_masks_from_boxes_equals_pycocotools_on_whole_frames(seed: int) -> None:
+    # encode_masks copies only each mask's box: the reference is pycocotools on the full frames,
+    # with masks touching every border, an empty one and a full one.
+    rng = np.random.default_rng(seed)
+    h, w = 37, 53
+    masks = np.zeros((6, h, w), bool)
+    for k in range(4):
+        y0, x0 = rng.integers(0, h - 1), rng.integers(0, w - 1)
+        y1, x1 = rng.integers(y0 + 1, h + 1), rng.integers(x0 + 1, w + 1)
+        masks[k, y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > 0.3
+    masks[0, 0, :] = masks[0, -1, :] = masks[0, :, 0] = masks[0, :, -1] = True
+    masks[5] = True  # masks[4] stays empty
+    ref = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    got = encode_masks(masks)
+    assert [r["counts"] for r in got] == [r["counts"].decode("ascii") for r in ref]
+    # Caller-given boxes (the runtime passes the ones it already has) give the same result.
+    from solo_deploy.evaluation.coco_eval import masks_to_boxes
+
+    assert encode_masks(masks, masks_to_boxes(masks)) == got

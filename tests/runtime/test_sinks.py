@@ -145,3 +145,24 @@ def test_ground_truth_eval_perfect_and_empty() -> None:
     empty = GroundTruthEval(NAMES)
     empty.close()
     assert empty.summary() is None
+
+
+def test_plot_blends_exactly_the_mask_pixels_higher_score_on_top() -> None:
+    from solo_deploy.runtime.predictor import PALETTE, Instances
+
+    h, w = 40, 60
+    image = np.full((h, w, 3), 100, np.uint8)
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 5:25, 5:35] = True
+    masks[1, 15:35, 20:50] = True
+    inst = Instances(masks, np.array([0, 1]), np.array([0.9, 0.4], np.float32), ("a", "b"), (h, w))
+    out = inst.plot(image, alpha=0.5, labels=False)
+    inner0, inner1, overlap = (8, 8), (32, 45), (20, 30)  # away from the white outlines
+    assert np.abs(out[inner0].astype(int) - (100 + np.array(PALETTE[0])) / 2).max() <= 1
+    assert np.abs(out[inner1].astype(int) - (100 + np.array(PALETTE[1])) / 2).max() <= 1
+    assert np.abs(out[overlap].astype(int) - (100 + np.array(PALETTE[0])) / 2).max() <= 1  # 0.9 wins
+    far = np.ones((h, w), bool)  # pixels well away from every mask are untouched
+    far[3:38, 3:53] = False
+    assert (out[far] == 100).all()
+    outline = (out == 255).all(axis=2)
+    assert outline[5, 10] and outline[24, 10] and not outline[8, 8]
