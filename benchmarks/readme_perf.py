@@ -97,7 +97,7 @@ def render_markdown(result: dict[str, Any], command: str, int8: str | None = Non
            f"**Software:** solo-deploy {ver['solo_deploy']}, torch {ver['torch']}, onnxruntime {ver['onnxruntime']}, "
            f"TensorRT {ver['tensorrt'] or 'not installed'}.  ",
            f"**Method:** {st['frame_source']} frames letterboxed to the model input; {st['warmup']} warm-up and "
-           f"{st['frames']} measured batch calls per row, rows interleaved round-robin; latencies in ms per batch "
+           f"{st['frames']} measured batch calls per row, rows interleaved round-robin in blocks; latencies in ms per batch "
            f"call; speedups and GFLOP/s from inference medians.", ""]
     for m in result["models"]:
         out.append(f"- `{m['name']}`: {m['arch']} ({m['preset']}), input {m['input_hw'][0]}x{m['input_hw'][1]}, "

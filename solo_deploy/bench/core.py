@@ -16,10 +16,13 @@ What one row measures, per batch call (the same code path as ``Predictor.predict
 
 Rules that keep the comparison fair:
 
-- rows are measured interleaved: every repetition runs one batch of every row, starting at a
+- rows are measured interleaved, in blocks: every round visits every row, starting at a
   rotating row, so slow drifts of a shared machine (another job, thermal state) hit all alike;
-- one thread count for everything: ``torch.set_num_threads``, ORT ``intra_op_num_threads``,
-  OpenCV, and the CLI pins numpy's BLAS through the environment before numpy loads;
+  a visit makes one unrecorded call (the previous row's thread pools may still be spinning)
+  and then ``BLOCK`` recorded ones;
+- one thread count for every model: ``torch.set_num_threads`` and ORT ``intra_op_num_threads``
+  (the CLI also pins numpy's BLAS through the environment before numpy loads); pre- and
+  post-processing run single-threaded while rows are measured, as in ``solo-deploy run``;
 - CUDA stages are timed with ``torch.cuda.Event`` on the stream the work runs on (torch,
   TensorRT). ONNX Runtime's CUDA provider runs on its own stream and synchronises it before
   ``run_with_iobinding`` returns, so host clocks bracket its device work exactly while torch
@@ -52,6 +55,7 @@ log = logging.getLogger("solo_deploy.bench")
 __all__ = ["BENCH_BACKENDS", "DEVICES", "STAGES", "BenchSettings", "format_table", "run_bench"]
 
 STAGES = ("preprocess", "host_to_device", "inference", "device_to_host", "postprocess")
+BLOCK = 5  # recorded calls per visit of a row (after one unrecorded call)
 BENCH_BACKENDS = ("torch", "onnxruntime", "tensorrt")  # triton is remote: its latency is the network's
 DEVICES = ("cpu", "cuda")
 FRAME_HW = (480, 640)  # a VGA camera frame: letterboxing really resizes, post-process really upsamples
@@ -757,6 +761,30 @@ def _add_ratios(rows: list[dict[str, Any]], keys: dict[str, str | None]) -> None
                 r["speedup_vs_fp32"] = round(base["stages"]["inference"]["p50_ms"] / r["stages"]["inference"]["p50_ms"], 4)
 
 
+def _best_ceilings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per device: the higher GEMM and bandwidth figure of two measurements, both recorded."""
+    out: dict[str, Any] = {}
+    for device in before.keys() | after.keys():
+        a, b = before.get(device), after.get(device)
+        if a is None or b is None:
+            out[device] = a or b
+            continue
+        best = dict(a)
+        gemm = {}
+        for p in a.get("gemm_gflops", {}).keys() | b.get("gemm_gflops", {}).keys():
+            vals = [v for v in (a.get("gemm_gflops", {}).get(p), b.get("gemm_gflops", {}).get(p)) if v is not None]
+            gemm[p] = max(vals) if vals else None
+        best["gemm_gflops"] = gemm
+        bw = [v for v in (a.get("memory_gbps"), b.get("memory_gbps")) if v is not None]
+        best["memory_gbps"] = max(bw) if bw else None
+        errors = {**b.get("errors", {}), **a.get("errors", {})}
+        best["errors"] = {p: errors[p] for p, v in gemm.items() if v is None and p in errors}
+        best["measurements"] = [{"gemm_gflops": m.get("gemm_gflops"), "memory_gbps": m.get("memory_gbps")}
+                                for m in (a, b)]
+        out[device] = best
+    return out
+
+
 def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
     """Benchmark every (model file, backend, device, precision, batch) row; the JSON document.
 
@@ -839,32 +867,44 @@ def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings 
                 case.peak_mem_mb = spec.probe.peak()
                 cases.append(case)
 
-        ceilings: dict[str, Any] = {}
+        ceiling_devices: dict[str, list[str]] = {}
         for device in DEVICES:
             precs = sorted({c.spec.precision for c in cases if c.spec.device == device})
             if not precs:
                 continue
             if device == "cpu" and "fp32" not in precs:
                 precs.insert(0, "fp32")  # the reference every CPU reader expects
-            log.info("measuring %s ceilings (%s)", device, ", ".join(precs))
-            try:
-                ceilings[device] = measure_ceilings(device, precs, threads=threads, gemm_n=settings.gemm_n,
-                                                    bandwidth_mb=settings.bandwidth_mb)
-            except Exception as exc:  # noqa: BLE001 - the rows stand without a ceiling
-                ceilings[device] = {"device": device, "gemm_gflops": {}, "memory_gbps": None,
-                                    "errors": {"all": _one_line(exc)}}
+            ceiling_devices[device] = precs
 
-        # Interleaved round-robin: repetition i starts at case i mod n, so no row always runs
-        # first (after the others' caches were warmed or evicted).
-        total_iters = settings.warmup + settings.frames
-        for it in range(total_iters):
-            live = [c for c in cases if c.failed is None]
-            if not live:
-                break
-            start = it % len(live)
-            for case in live[start:] + live[:start]:
+        def ceilings_now() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for device, precs in ceiling_devices.items():
+                log.info("measuring %s ceilings (%s)", device, ", ".join(precs))
                 try:
-                    case.step(record=it >= settings.warmup)
+                    out[device] = measure_ceilings(device, precs, threads=threads, gemm_n=settings.gemm_n,
+                                                   bandwidth_mb=settings.bandwidth_mb)
+                except Exception as exc:  # noqa: BLE001 - the rows stand without a ceiling
+                    out[device] = {"device": device, "gemm_gflops": {}, "memory_gbps": None,
+                                   "errors": {"all": _one_line(exc)}}
+            return out
+
+        # Ceilings before and after the rows, the best of the two kept: a shared machine that
+        # slows down for a while during one measurement would otherwise lower the ceiling and
+        # lift every row's "% of ceiling" (this VM measured 84 and 178 G/s minutes apart).
+        ceilings_before = ceilings_now()
+
+        # Pre- and post-processing run as in `solo-deploy run`: numpy's BLAS and OpenCV on the
+        # calling thread (their pools, spinning after each call, took cores from the next row).
+        from ..runtime.pipeline import helper_pools_single_threaded
+
+        stack.enter_context(helper_pools_single_threaded())
+
+        def visit(case: _Case, calls: int, record: bool) -> None:
+            for _ in range(calls):
+                if case.failed is not None:
+                    return
+                try:
+                    case.step(record=record)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - record it, keep measuring the others
@@ -872,6 +912,29 @@ def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings 
                     log.warning("%s failed while running: %s", _row_id(case.spec.model.path.name, case.spec.backend,
                                                                         case.spec.device, case.spec.precision,
                                                                         case.batch), case.failed)
+
+        # Interleaved round-robin, in blocks: visit i starts at case i mod n, so no row always
+        # runs first; each visit makes one unrecorded call (the previous row's thread pools may
+        # still be spinning, its data still in the caches) and then up to BLOCK recorded ones.
+        for it in range(settings.warmup):
+            live = [c for c in cases if c.failed is None]
+            for case in live[it % max(1, len(live)):] + live[:it % max(1, len(live))]:
+                visit(case, 1, record=False)
+        done = {id(c): 0 for c in cases}
+        it = 0
+        while True:
+            live = [c for c in cases if c.failed is None and done[id(c)] < settings.frames]
+            if not live:
+                break
+            start = it % len(live)
+            for case in live[start:] + live[:start]:
+                calls = min(BLOCK, settings.frames - done[id(case)])
+                visit(case, 1, record=False)
+                visit(case, calls, record=True)
+                done[id(case)] += calls
+            it += 1
+
+        ceilings = _best_ceilings(ceilings_before, ceilings_now())
 
         by_spec: dict[int, dict[int, _Case]] = {}
         for c in cases:
@@ -920,7 +983,8 @@ def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings 
             "frames": settings.frames, "warmup": settings.warmup, "threads": threads,
             "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"),
             "frame_source": f"solo_deploy.data.synthetic, {FRAME_HW[1]}x{FRAME_HW[0]} BGR, seed {FRAME_SEED}",
-            "frame_hw": list(FRAME_HW), "order": "interleaved round-robin, first row rotated every repetition",
+            "frame_hw": list(FRAME_HW), "order": (f"interleaved round-robin in blocks of {BLOCK} recorded calls after 1 unrecorded, "
+                                                      "first row rotated every round"),
             "statistics": "per batch call; speedups and achieved FLOP/s from medians (p50) of the inference stage",
             "gemm_n": settings.gemm_n, "bandwidth_mb": settings.bandwidth_mb,
         },

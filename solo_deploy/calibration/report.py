@@ -101,7 +101,11 @@ def format_table(report: Mapping[str, Any]) -> str:
         rows.append(("mask AP", _fmt(acc.get("ap_fp32")), _fmt(acc.get("ap_int8_cpu")),
                      "n/a" if drop is None else f"{0.0 - drop + 0.0:+.2f}"))
     if lat:
-        rows.append(("CPU latency ms", _fmt(lat["fp32_ms"]), _fmt(lat["int8_ms"]), f"{lat['speedup']:.2f}x"))
+        rows.append((f"CPU latency ms, {lat['threads']} thr", _fmt(lat["fp32_ms"]), _fmt(lat["int8_ms"]),
+                     f"{lat['speedup']:.2f}x"))
+        one = lat.get("single_thread")
+        if one:
+            rows.append(("CPU latency ms, 1 thr", _fmt(one["fp32_ms"]), _fmt(one["int8_ms"]), f"{one['speedup']:.2f}x"))
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
