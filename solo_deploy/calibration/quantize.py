@@ -41,7 +41,7 @@ Two targets from the same ranges:
   GroupNorm, sigmoid, resize and elementwise math stay FP32.
 
 Both keep the graph's uint8 ``images`` input and float32 outputs; the in-graph preprocessing
-(Cast/Transpose/Sub/Mul before the first Conv) is excluded by name and stays FP32. The source's
+(Cast/Transpose/BatchNormalization before the first Conv) is excluded by name and stays FP32. The source's
 ``metadata_props`` are copied, with a ``quantization`` section added to the ``solo_deploy`` JSON,
 so ``onnx_meta``/``make_runner`` and ``solo-deploy eval/run/bench`` take the INT8 models as-is.
 """

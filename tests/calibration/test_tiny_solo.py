@@ -56,7 +56,7 @@ def test_report_and_files(run) -> None:
         assert 0.0 <= acc[k] <= 100.0  # real COCO evaluation ran (random weights: ~0)
     assert rep["latency"]["fp32_ms"] > 0 and rep["latency"]["int8_ms"] > 0
     kept = rep["fp32_kept"]
-    assert kept["preprocessing"] == ["/Cast_input_first", "/Transpose", "/Sub", "/Mul"]
+    assert kept["preprocessing"] == ["/Cast_input_first", "/Transpose", "/BatchNormalization"]
     outs = kept["output_layers_cpu"]
     assert any("cate_out" in n for n in outs) and any("kernel_out" in n for n in outs)
     assert any("mask_out" in n for n in outs) and not any("backbone" in n for n in outs)
