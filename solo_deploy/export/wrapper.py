@@ -21,6 +21,7 @@ from ..model.decode import Decode
 from ..preprocess import PreprocessSpec
 
 INPUT_NAME = "images"
+_NORM_EPS = 1e-5  # cuDNN's minimum batch-norm epsilon
 
 
 def output_names(cfg: ModelConfig) -> list[str]:
@@ -42,12 +43,13 @@ class DeployWrapper(nn.Module):
         self.register_buffer("norm_scale", inv_std, persistent=False)
         self.register_buffer("norm_shift", -torch.tensor(spec.mean, dtype=torch.float32) * inv_std, persistent=False)
         self.register_buffer("norm_zero", torch.zeros(3), persistent=False)
-        self.register_buffer("norm_one", torch.ones(3), persistent=False)
+        # var + eps == 1 in float32; eps stays positive (CUDA's batch_norm rejects 0).
+        self.register_buffer("norm_var", torch.full((3,), 1.0 - _NORM_EPS), persistent=False)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(self.norm_scale.dtype)
-        x = nn.functional.batch_norm(x, self.norm_zero, self.norm_one, self.norm_scale, self.norm_shift,
-                                     training=False, eps=0.0)
+        x = nn.functional.batch_norm(x, self.norm_zero, self.norm_var, self.norm_scale, self.norm_shift,
+                                     training=False, eps=_NORM_EPS)
         out = self.net(x)
         scores, kernels = self.decode(out.cate, out.kernel)
         return (scores, kernels, *out.mask_feat)

@@ -213,6 +213,10 @@ def _box_range(xp: Any, hit: Array, bounds: tuple[np.ndarray, np.ndarray], dev: 
     return lo, xp.where(hi > lo, hi, lo)
 
 
+def _on_gpu(x: Array) -> bool:
+    return is_cupy_array(x) or (is_torch_array(x) and x.device.type != "cpu")
+
+
 def _as_xp(xp: Any, a: np.ndarray, dtype: Any, dev: Any) -> Array:
     # copy=True: cached host arrays are read-only and must never alias a caller-visible tensor.
     return xp.asarray(a, dtype=dtype, device=dev, copy=True)
@@ -255,18 +259,22 @@ def resize_bilinear(x: Array, out_hw: tuple[int, int]) -> Array:
 # ---------------------------------------------------------------------------------------------
 # Matrix NMS
 # ---------------------------------------------------------------------------------------------
-def _decay_one_class(xp: Any, masks: Array, scores: Array, sum_masks: Array, kernel: str, sigma: float) -> Array:
-    """Matrix-NMS decayed scores (K,) of one class's instances, sorted by score (desc).
+def _decay(xp: Any, masks: Array, scores: Array, sum_masks: Array, kernel: str, sigma: float,
+           labels: Array | None = None) -> Array:
+    """Matrix-NMS decayed scores (K,) of instances sorted by score (desc).
 
-    ``masks`` (K, P) float32 binary, ``scores`` (K,), ``sum_masks`` (K,).
+    ``masks`` (K, P) float32 binary, ``scores`` (K,), ``sum_masks`` (K,); ``labels`` (K,) when
+    the instances are of several classes (only same-class pairs decay each other), None for one.
     """
     k = int(scores.shape[0])
     inter = masks @ xp.matrix_transpose(masks)  # (K, K) pixel counts: one matmul
     union = sum_masks[:, None] + sum_masks[None, :] - inter
     iou = inter / xp.maximum(union, 1e-6)  # empty-vs-empty pairs: 0 / eps = 0 instead of NaN
     idx = xp.arange(k, device=array_device(scores))
-    # pair[i, j]: i is scored higher than j (upper triangle).
+    # pair[i, j]: i is scored higher than j (upper triangle), of the same class.
     pair = idx[:, None] < idx[None, :]
+    if labels is not None:
+        pair = pair & (labels[:, None] == labels[None, :])
     decay_iou = xp.where(pair, iou, xp.zeros_like(iou))
     # comp[i]: how much i is itself suppressed, i.e. its max IoU with any higher-scored same-class
     # instance. A suppressor that is already suppressed decays others less (SOLOv2, eq. 4).
@@ -304,8 +312,13 @@ def _matrix_nms_sorted(
     k = int(scores.shape[0])
     if k == 0:
         return scores
-    # Only same-class pairs decay each other, so the IoUs are computed per class block: with C
-    # classes present that is about C times less matmul work than one K x K product. The stable
+    if _on_gpu(scores):
+        # A GPU computes the one K x K product in a few launches; a loop over classes would
+        # add a host sync and a dozen launches per class.
+        block = xp.astype(xp.take(masks, rows, axis=0), xp.float32)
+        return _decay(xp, block, scores, sum_masks, kernel, sigma, labels=labels)
+    # CPU: only same-class pairs decay each other, so the IoUs are computed per class block: with
+    # C classes present that is about C times less matmul work than one K x K product. The stable
     # sort keeps the score order inside each block. The loop runs over classes, not instances.
     by_class = xp.argsort(labels, stable=True)
     labels_c = xp.take(labels, by_class)
@@ -316,7 +329,7 @@ def _matrix_nms_sorted(
         sel = by_class[a:b]
         # Gathered before the float conversion: with bool masks that moves 4x fewer bytes.
         block = xp.astype(xp.take(masks, xp.take(rows, sel), axis=0), xp.float32)
-        parts.append(_decay_one_class(xp, block, xp.take(scores, sel), xp.take(sum_masks, sel), kernel, sigma))
+        parts.append(_decay(xp, block, xp.take(scores, sel), xp.take(sum_masks, sel), kernel, sigma))
     decayed_c = parts[0] if len(parts) == 1 else xp.concat(parts)
     # Back to score order: gathering with the inverse permutation (no scatter needed).
     return xp.take(decayed_c, xp.argsort(by_class))

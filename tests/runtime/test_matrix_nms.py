@@ -171,3 +171,22 @@ def test_empty_and_errors(backend: str) -> None:
         matrix_nms(np.ones((2, 3, 3), bool), np.zeros(2, np.int64), np.ones(2, np.float32), kernel="box")
     with pytest.raises(BadInputError):
         matrix_nms(np.ones((2, 3, 3), bool), np.zeros(3, np.int64), np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "linear"])
+def test_one_block_with_labels_equals_per_class_blocks(kernel: str) -> None:
+    # GPUs take the single K x K block (pairs masked by label), CPUs one block per class: the two
+    # must decay every score identically.
+    from solo_deploy.runtime.postprocess import _decay, _matrix_nms_sorted
+
+    rng = np.random.default_rng(3)
+    k, p = 40, 64
+    masks = rng.random((k + 5, p)) > 0.6
+    rows = rng.permutation(k + 5)[:k].astype(np.int64)
+    labels = rng.integers(0, 3, k).astype(np.int64)
+    scores = np.sort(rng.random(k).astype(np.float32))[::-1].copy()
+    sums = masks[rows].sum(1).astype(np.float32)
+    per_class = _matrix_nms_sorted(np, masks, rows, labels, scores, sums, kernel, 2.0)
+    one_block = _decay(np, masks[rows].astype(np.float32), scores, sums, kernel, 2.0, labels=labels)
+    np.testing.assert_allclose(per_class, one_block, rtol=1e-6, atol=1e-7)
+    assert (per_class < scores).any()  # the inputs overlap enough for decay to happen
