@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,20 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+from solo_deploy.testing import free_port, serve_mpegts
+
 SCHEDULE = [(0.0, "up"), (4.0, "down"), (6.0, "up"), (10.0, "down"), (14.0, "up"), (18.0, "down")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(video: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
-                             "-c:v", "mpeg2video", "-q:v", "5", "-f", "mpegts", "-listen", "1",
-                             f"http://127.0.0.1:{port}/live.ts"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             for at, action in SCHEDULE:
                 time.sleep(max(0.0, at - (time.perf_counter() - t0)))
                 if action == "up":
-                    servers.append(serve(video, port))
+                    servers.append(serve_mpegts(video, port))
                 else:
                     servers[-1].kill()
                     servers[-1].wait()
@@ -100,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(1, len(walls)) if walls[i] - walls[i - 1] > 1.0]
         probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                                 "stream=nb_read_frames", "-of", "csv=p=0", str(tmp / "out.mp4")],
-                               capture_output=True, text=True) if (tmp / "out.mp4").exists() else None
+                               capture_output=True, text=True, check=False) if (tmp / "out.mp4").exists() else None
         video_frames = int(probe.stdout.strip() or 0) if probe and probe.returncode == 0 else 0
 
     report = {"command": "python benchmarks/reconnect_timeline.py " + " ".join(argv or sys.argv[1:]),

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from solo_deploy.errors import BadInputError
+from solo_deploy.testing import free_port, serve_mpegts
 from solo_deploy.runtime.sources import (
     CameraSource,
     DemoSource,
@@ -212,20 +213,6 @@ def test_demo_frames_carry_ground_truth() -> None:
 # ---------------------------------------------------------------------------------------------
 # Network stream over loopback: drop, reconnect, give up
 # ---------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(video: Path, port: int) -> subprocess.Popen:
-    # -re: real-time pace, as a camera; -listen 1: ffmpeg is the HTTP server, on loopback only.
-    return subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
-                             "-c:v", "mpeg2video", "-q:v", "5", "-f", "mpegts", "-listen", "1",
-                             f"http://127.0.0.1:{port}/live.ts"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _connect(url: str, timeout: float = 15.0, **kw):
     """Open the stream once ffmpeg listens (a refused connection answers at once: just retry)."""
     deadline = time.perf_counter() + timeout
@@ -240,9 +227,9 @@ def _connect(url: str, timeout: float = 15.0, **kw):
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (needed to serve a stream)")
 def test_stream_reconnects_then_gives_up(tmp_path, video, caplog) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/live.ts"
-    server = _serve(video, port)
+    server = serve_mpegts(video, port)
     servers = [server]
     try:
         src = _connect(url, reconnect_timeout=8.0)
@@ -253,7 +240,7 @@ def test_stream_reconnects_then_gives_up(tmp_path, video, caplog) -> None:
         assert before[0].image.shape == (*SMALL, 3)
         server.kill()  # the stream drops ...
         server.wait()
-        restart = threading.Timer(1.0, lambda: servers.append(_serve(video, port)))
+        restart = threading.Timer(1.0, lambda: servers.append(serve_mpegts(video, port)))
         restart.start()  # ... and comes back a second later
         with caplog.at_level("WARNING", logger="solo_deploy.runtime.sources"):
             buffered = 0
