@@ -765,22 +765,24 @@ def _best_ceilings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     """Per device: the higher GEMM and bandwidth figure of two measurements, both recorded."""
     out: dict[str, Any] = {}
     for device in before.keys() | after.keys():
-        a, b = before.get(device), after.get(device)
-        if a is None or b is None:
-            out[device] = a or b
-            continue
-        best = dict(a)
-        gemm = {}
-        for p in a.get("gemm_gflops", {}).keys() | b.get("gemm_gflops", {}).keys():
-            vals = [v for v in (a.get("gemm_gflops", {}).get(p), b.get("gemm_gflops", {}).get(p)) if v is not None]
-            gemm[p] = max(vals) if vals else None
+        runs = [m for m in (before.get(device), after.get(device)) if m is not None]
+        # Start from a measurement that has its full set of keys (threads, gemm_n, method).
+        best = dict(next((m for m in runs if "method" in m), runs[0]))
+        gemm: dict[str, float | None] = {}
+        for m in runs:
+            for p, v in (m.get("gemm_gflops") or {}).items():
+                gemm[p] = v if gemm.get(p) is None else (gemm[p] if v is None else max(gemm[p], v))
+        bw = [m["memory_gbps"] for m in runs if m.get("memory_gbps") is not None]
+        errors: dict[str, str] = {}
+        for m in runs:
+            errors.update(m.get("errors") or {})
         best["gemm_gflops"] = gemm
-        bw = [v for v in (a.get("memory_gbps"), b.get("memory_gbps")) if v is not None]
         best["memory_gbps"] = max(bw) if bw else None
-        errors = {**b.get("errors", {}), **a.get("errors", {})}
-        best["errors"] = {p: errors[p] for p, v in gemm.items() if v is None and p in errors}
+        # A reason stays while nothing was measured for it ("all": the whole measurement failed).
+        best["errors"] = {p: r for p, r in errors.items()
+                          if gemm.get(p) is None and (p != "all" or not any(v is not None for v in gemm.values()))}
         best["measurements"] = [{"gemm_gflops": m.get("gemm_gflops"), "memory_gbps": m.get("memory_gbps")}
-                                for m in (a, b)]
+                                for m in runs]
         out[device] = best
     return out
 
@@ -916,9 +918,12 @@ def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings 
         # Interleaved round-robin, in blocks: visit i starts at case i mod n, so no row always
         # runs first; each visit makes one unrecorded call (the previous row's thread pools may
         # still be spinning, its data still in the caches) and then up to BLOCK recorded ones.
+        def rotated(live: list[_Case], i: int) -> list[_Case]:
+            start = i % len(live) if live else 0
+            return live[start:] + live[:start]
+
         for it in range(settings.warmup):
-            live = [c for c in cases if c.failed is None]
-            for case in live[it % max(1, len(live)):] + live[:it % max(1, len(live))]:
+            for case in rotated([c for c in cases if c.failed is None], it):
                 visit(case, 1, record=False)
         done = {id(c): 0 for c in cases}
         it = 0
@@ -926,8 +931,7 @@ def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings 
             live = [c for c in cases if c.failed is None and done[id(c)] < settings.frames]
             if not live:
                 break
-            start = it % len(live)
-            for case in live[start:] + live[:start]:
+            for case in rotated(live, it):
                 calls = min(BLOCK, settings.frames - done[id(case)])
                 visit(case, 1, record=False)
                 visit(case, calls, record=True)

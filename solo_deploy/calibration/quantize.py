@@ -215,7 +215,7 @@ def _batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
 def default_exclusions(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """-> (preprocessing nodes before the first Conv, elementwise nodes with a constant input).
 
-    Preprocessing (Cast/Transpose/Sub/Mul on the uint8 image) must stay FP32 by design; Add/Mul
+    Preprocessing (Cast/Transpose/BatchNormalization on the uint8 image) must stay FP32 by design; Add/Mul
     with a constant operand (GroupNorm affine, CoordConv, decode) are not the residual merges
     that the TensorRT placement quantizes.
     """

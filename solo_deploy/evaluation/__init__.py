@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate"]
+__all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate", "masks_to_boxes"]
 
 _LAZY = {name: "coco_eval" for name in __all__}
 

@@ -123,31 +123,49 @@ def _get(q: queue.Queue[Any], abort: threading.Event) -> Any:
     return _END
 
 
+_POOLS_LOCK = threading.Lock()
+_pools_users = 0
+_pools_restore: list[Any] = []  # what the first user saved; the last one restores it
+
+
 @contextlib.contextmanager
 def helper_pools_single_threaded() -> Any:
     """For the duration: numpy's BLAS and OpenCV run each call on the calling thread only.
 
+    The settings are process-wide; overlapping users (pipelines in several threads) share one
+    use count, so the first entry applies the limits and the last exit restores the saved ones.
+
     The pipeline already runs one thread per stage next to the model's own thread pool. BLAS
     (the Matrix-NMS and mask matmuls) and OpenCV (letterbox resize, overlay morphology) would
     each start a pool of their own on every call, and OpenBLAS workers spin-wait after each one:
-    on 2 cores that cut the ONNX Runtime model's speed in the pipeline from 72 to 122 ms/frame
+    on 2 cores they slowed the ONNX Runtime model in the pipeline from 72 to 122 ms/frame
     (pipeline/bare 0.57 -> 0.76 with the pools limited, same run).
     """
+    global _pools_users
     import cv2
 
-    cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        from threadpoolctl import threadpool_limits
+    with _POOLS_LOCK:
+        if _pools_users == 0:
+            _pools_restore.append(cv2.getNumThreads())
+            cv2.setNumThreads(1)
+            try:
+                from threadpoolctl import threadpool_limits
 
-        limits: Any = threadpool_limits(limits=1, user_api="blas")
-    except Exception:  # noqa: BLE001 - optional speed-up; an unknown BLAS build must not fail a run
-        limits = contextlib.nullcontext()
+                _pools_restore.append(threadpool_limits(limits=1, user_api="blas"))
+            except Exception:  # noqa: BLE001 - optional speed-up; an unknown BLAS build must not fail a run
+                _pools_restore.append(None)
+        _pools_users += 1
     try:
-        with limits:
-            yield
+        yield
     finally:
-        cv2.setNumThreads(cv_threads)
+        with _POOLS_LOCK:
+            _pools_users -= 1
+            if _pools_users == 0:
+                cv_threads, limits = _pools_restore
+                _pools_restore.clear()
+                if limits is not None:
+                    limits.restore_original_limits()
+                cv2.setNumThreads(cv_threads)
 
 
 class Pipeline:
@@ -366,7 +384,9 @@ class Pipeline:
         """Run to the end of every stream (or a stop); finalise the sinks; return the summary.
 
         Raises the first stage error (outputs discarded), or ``KeyboardInterrupt`` after a
-        second Ctrl-C (outputs finalised when possible). ``warmup``: see :meth:`warmup`.
+        second Ctrl-C (outputs finalised when possible). ``warmup``: see :meth:`warmup`. While
+        it runs, numpy's BLAS and OpenCV use one thread in the whole process (see
+        :func:`helper_pools_single_threaded`).
         """
         with helper_pools_single_threaded():
             return self._run(handle_signals, warmup)

@@ -23,8 +23,9 @@ Per image (SOLOv2 reference test procedure, vectorised, with fixed budgets):
 4. score *= maskness (mean soft value inside the binary mask);
 5. sort, Matrix NMS (same class only), keep decayed score >= ``update_thr``, top ``max_per_img``.
 
-The only Python loops are over images, over the (<= 5) SOLO feature levels and over memory
-chunks in :func:`masks_to_image`; never over instances or grid cells.
+The only Python loops are over images, over the (<= 5) SOLO feature levels, over the classes
+present in the CPU Matrix NMS, and over paste groups in :func:`masks_to_image`; never over
+instances or grid cells.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114
 class Instances:
     """Instances of one image on its original grid.
 
-    masks bool (K, H, W); labels int64 (K,); scores float32 (K,); boxes float32 (K, 4) as x0, y0, x1, y1.
+    masks bool (K, H, W); labels int64 (K,); scores float32 (K,); boxes float32 (K, 4) as x0, y0, x1, y1,
+    computed from ``masks`` on first use and kept (build a new ``Instances`` to change masks).
     """
 
     masks: np.ndarray
@@ -66,10 +67,14 @@ class Instances:
         # Whole-frame blend with OpenCV, copied back under the foreground: several times faster
         # than gathering the foreground pixels into float arrays (the overlay was ~40% of the
         # sinks' time at 640x480 with 20 instances).
-        lut = np.zeros((256, 1, 3), np.uint8)  # id + 1 -> colour; 0 = background
-        lut[1:len(self) + 1, 0] = colours[:255]
-        ids = np.minimum(idmap + 1, 255).astype(np.uint8)  # max_per_img keeps K far below 255
-        colour_img = cv2.LUT(cv2.merge([ids, ids, ids]), lut)
+        if len(self) < 255:  # ids fit a uint8 map: a cv2.LUT gives the colour image
+            ids = (idmap + 1).astype(np.uint8)  # 0 = background
+            lut = np.zeros((256, 1, 3), np.uint8)
+            lut[1:len(self) + 1, 0] = colours
+            colour_img = cv2.LUT(cv2.merge([ids, ids, ids]), lut)
+        else:
+            ids = (idmap + 1).astype(np.uint16)
+            colour_img = np.take(np.vstack([np.zeros((1, 3), np.uint8), colours]), ids, axis=0)
         blended = cv2.addWeighted(out, 1 - alpha, colour_img, alpha, 0)
         cv2.copyTo(blended, (ids > 0).view(np.uint8), out)
         edges = cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0

@@ -204,3 +204,20 @@ def test_ceilings_are_positive_for_tiny_sizes():
     assert _positive(c["gemm_gflops"]["fp32"]) and _positive(c["gemm_gflops"]["int8"]) and not c["errors"]
     with pytest.raises(ValueError):
         gemm_ceiling("fp64", n=4)
+
+
+def test_best_ceilings_keeps_the_higher_measurement_and_the_reasons_for_gaps() -> None:
+    from solo_deploy.bench.core import _best_ceilings
+
+    full = {"device": "cpu", "threads": 2, "gemm_n": 1024, "method": {"gemm": "x"}}
+    slow = {"cpu": {**full, "gemm_gflops": {"fp32": 84.0, "int8": None}, "memory_gbps": 20.0,
+                    "errors": {"int8": "no MatMulInteger kernel"}}}
+    fast = {"cpu": {**full, "gemm_gflops": {"fp32": 180.0, "int8": 250.0}, "memory_gbps": 25.0, "errors": {}}}
+    failed = {"cpu": {"device": "cpu", "gemm_gflops": {}, "memory_gbps": None, "errors": {"all": "boom"}}}
+    best = _best_ceilings(slow, fast)["cpu"]
+    assert best["gemm_gflops"] == {"fp32": 180.0, "int8": 250.0} and best["memory_gbps"] == 25.0
+    assert best["errors"] == {} and len(best["measurements"]) == 2
+    one = _best_ceilings(failed, slow)["cpu"]  # the first failed entirely: keep the second's keys
+    assert one["threads"] == 2 and one["gemm_gflops"]["fp32"] == 84.0
+    assert one["errors"] == {"int8": "no MatMulInteger kernel"}
+    assert _best_ceilings(failed, failed)["cpu"]["errors"] == {"all": "boom"}

@@ -217,7 +217,13 @@ def test_encode_masks_from_boxes_equals_pycocotools_on_whole_frames(seed: int) -
     ref = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
     got = encode_masks(masks)
     assert [r["counts"] for r in got] == [r["counts"].decode("ascii") for r in ref]
-    # Caller-given boxes (the runtime passes the ones it already has) give the same result.
+    # Caller-given boxes (the runtime passes the ones it already has) may be loose or fractional:
+    # only containment matters.
+    loose = np.tile(np.array([[-3.5, -1.0, w + 2.0, h + 0.5]]), (len(masks), 1))
+    assert encode_masks(masks, loose) == got
     from solo_deploy.evaluation.coco_eval import masks_to_boxes
 
-    assert encode_masks(masks, masks_to_boxes(masks)) == got
+    frac = masks_to_boxes(masks) + np.array([0.4, 0.7, -0.6, -0.3], np.float32)  # floor/ceil cover them
+    assert encode_masks(masks, frac) == got
+    with pytest.raises(BadInputError, match="expected boxes"):
+        encode_masks(masks, loose[:2])

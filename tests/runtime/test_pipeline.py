@@ -304,3 +304,26 @@ def test_default_model_missing_is_bad_input(monkeypatch, tmp_path) -> None:
         assert default_model_path().name == "default.safetensors"
     except BadInputError as exc:  # not shipped yet in a source checkout
         assert "--model" in str(exc)
+
+
+def test_helper_pools_limits_overlapping_users_restore_once_at_the_last_exit() -> None:
+    # Pipelines in two threads overlap: A enters, B enters, A leaves, B leaves. The limits must
+    # hold until B leaves and the original thread counts must come back after it.
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    from solo_deploy.runtime.pipeline import helper_pools_single_threaded
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    cv2.setNumThreads(2)
+    before_cv, before_blas = cv2.getNumThreads(), blas()
+    a, b = helper_pools_single_threaded(), helper_pools_single_threaded()
+    a.__enter__()
+    b.__enter__()
+    assert cv2.getNumThreads() == 1 and all(n == 1 for n in blas())
+    a.__exit__(None, None, None)
+    assert cv2.getNumThreads() == 1 and all(n == 1 for n in blas())  # B still runs
+    b.__exit__(None, None, None)
+    assert cv2.getNumThreads() == before_cv and blas() == before_blas

@@ -166,3 +166,24 @@ def test_plot_blends_exactly_the_mask_pixels_higher_score_on_top() -> None:
     assert (out[far] == 100).all()
     outline = (out == 255).all(axis=2)
     assert outline[5, 10] and outline[24, 10] and not outline[8, 8]
+
+
+def test_plot_keeps_colours_and_outlines_apart_beyond_254_instances() -> None:
+    # Past 254 instances the overlay leaves the uint8 lookup table for a uint16 id map: instance
+    # 290 must still get its own colour, with an outline against its neighbour.
+    from solo_deploy.runtime.predictor import PALETTE, Instances
+
+    k, side, pitch, cols = 300, 6, 7, 20
+    h, w = pitch * (k // cols), pitch * cols
+    masks = np.zeros((k, h, w), bool)
+    for i in range(k):
+        y, x = pitch * (i // cols), pitch * (i % cols)
+        masks[i, y:y + side, x:x + side] = True
+    labels = np.arange(k) % len(PALETTE)
+    inst = Instances(masks, labels, np.linspace(1, 0.1, k).astype(np.float32), tuple(f"c{i}" for i in range(8)), (h, w))
+    out = inst.plot(np.full((h, w, 3), 100, np.uint8), alpha=0.5, labels=False)
+    for i in (3, 290, 299):
+        y, x = pitch * (i // cols) + side // 2, pitch * (i % cols) + side // 2
+        want = (100 + np.array(PALETTE[labels[i]])) / 2
+        assert np.abs(out[y, x].astype(int) - want).max() <= 1, i
+        assert (out[y, x - side // 2] == 255).all()  # its left edge is outlined
