@@ -227,3 +227,21 @@ def test_encode_masks_from_boxes_equals_pycocotools_on_whole_frames(seed: int) -
     assert encode_masks(masks, frac) == got
     with pytest.raises(BadInputError, match="expected boxes"):
         encode_masks(masks, loose[:2])
+
+
+def test_encode_masks_run_lengths_match_pycocotools_on_many_shapes() -> None:
+    # Boxes that span every row (runs continue across columns), touch the last pixel, hold one
+    # pixel, or a single row or column: the run lengths come from the box alone.
+    rng = np.random.default_rng(11)
+    for h, w in [(1, 1), (1, 7), (6, 1), (9, 13), (16, 5)]:
+        masks = rng.random((40, h, w)) > rng.uniform(0.1, 0.9, (40, 1, 1))
+        masks[0] = True
+        masks[1] = False
+        masks[2, -1, -1] = True
+        for i in range(3, 40, 4):  # some masks confined to a random box
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            keep = np.zeros((h, w), bool)
+            keep[y0:rng.integers(y0 + 1, h + 1), x0:rng.integers(x0 + 1, w + 1)] = True
+            masks[i] &= keep
+        ref = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        assert [r["counts"] for r in encode_masks(masks)] == [r["counts"].decode("ascii") for r in ref], (h, w)
