@@ -29,6 +29,7 @@ instances or grid cells.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -378,13 +379,46 @@ def _sigmoid(xp: Any, x: Array) -> Array:
     return 1.0 / t
 
 
-def _soft_masks_one_map(xp: Any, kern: Array, feat: Array, out_hw: tuple[int, int]) -> Array:
-    """kern (M, E) x feat (E, h, w) -> soft masks (M, H4, W4) float32."""
+def _logit(p: float) -> float:
+    """The logit threshold equivalent to ``sigmoid(x) > p`` (+-inf outside (0, 1))."""
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
+
+
+def _mask_logits_one_map(xp: Any, kern: Array, feat: Array, out_hw: tuple[int, int]) -> Array:
+    """kern (M, E) x feat (E, h, w) -> mask logits (M, H4, W4) float32."""
     e, h, w = feat.shape
     logits = kern @ xp.reshape(feat, (e, h * w))
     logits = xp.reshape(logits, (kern.shape[0], h, w))
     # Logits (not probabilities) are resized, as the SOLO reference upsamples before the sigmoid.
-    return _sigmoid(xp, resize_bilinear(logits, out_hw))
+    return resize_bilinear(logits, out_hw)
+
+
+def _mask_stats(xp: Any, logits: Array, inside: Array) -> tuple[Array, Array]:
+    """Mask areas and maskness (mean sigmoid inside each mask), both float32 (M,).
+
+    ``logits`` (M, P) float32, ``inside`` (M, P) bool (logits above the mask threshold).
+    """
+    if is_numpy_array(logits):
+        # numpy: the sigmoid runs on the mask pixels only (np.extract keeps row order) and
+        # np.add.reduceat sums each row's run. A dense sigmoid over all M x P logits made four
+        # (M, P) float temporaries: 15 vs 6 ms at 500 candidates of 64 x 64 on this project's
+        # CPU. The array API has no segment sum, so the other namespaces take the dense path.
+        counts = inside.view(np.uint8).sum(axis=1, dtype=np.int64)  # 2x faster than count_nonzero
+        vals = _sigmoid(np, np.extract(inside, logits))
+        sums = np.zeros(counts.shape, np.float64)
+        rows = counts > 0
+        if vals.size:
+            starts = np.cumsum(counts) - counts
+            sums[rows] = np.add.reduceat(vals, starts[rows], dtype=np.float64)
+        area = counts.astype(np.float32)
+        return area, (sums / np.maximum(counts, 1)).astype(np.float32)
+    binary = xp.astype(inside, xp.float32)
+    area = xp.sum(binary, axis=1)
+    return area, xp.vecdot(_sigmoid(xp, logits), binary) / xp.maximum(area, 1.0)
 
 
 def _empty(xp: Any, dev: Any, out_hw: tuple[int, int]) -> Detections:
@@ -426,10 +460,10 @@ def postprocess_single(
     cell = cand // num_classes
     labels = xp.astype(cand % num_classes, xp.int64)
 
-    # 2. Soft masks at stride 4: one matrix product per feature map.
+    # 2. Mask logits at stride 4: one matrix product per feature map.
     if len(mask_feats) == 1:
         feat = xp.astype(mask_feats[0], xp.float32, copy=False)
-        soft = _soft_masks_one_map(xp, xp.take(kernels, cell, axis=0), feat, out_hw)
+        logits = _mask_logits_one_map(xp, xp.take(kernels, cell, axis=0), feat, out_hw)
     else:
         # SOLO: group candidates by level; the candidates are re-ordered level by level, which
         # is harmless as everything below is sorted by score (stable, so still deterministic).
@@ -440,21 +474,20 @@ def postprocess_single(
             if int(sel.shape[0]) == 0:
                 continue
             kern = xp.take(kernels, xp.take(cell, sel), axis=0)
-            parts.append(_soft_masks_one_map(xp, kern, xp.astype(feat, xp.float32, copy=False), out_hw))
+            parts.append(_mask_logits_one_map(xp, kern, xp.astype(feat, xp.float32, copy=False), out_hw))
             perms.append(sel)
         perm = xp.concat(perms)
-        soft = xp.concat(parts, axis=0)
+        logits = xp.concat(parts, axis=0)
         cell, labels, cand_scores = xp.take(cell, perm), xp.take(labels, perm), xp.take(cand_scores, perm)
 
-    # 3. Binary masks; drop empty masks and those not larger than min_area_factor x their cell's stride.
-    m = int(soft.shape[0])
-    soft_flat = xp.reshape(soft, (m, -1))
-    inside = soft_flat > cfg.mask_thr  # bool (m, P): the NMS gathers these, 4x fewer bytes than floats
-    binary = xp.astype(inside, xp.float32)
-    sum_masks = xp.sum(binary, axis=1)
+    # 3. Binary masks (sigmoid > mask_thr, tested on the logits: the sigmoid is monotonic); drop
+    # empty masks and those not larger than min_area_factor x their cell's stride.
+    m = int(logits.shape[0])
+    flat_logits = xp.reshape(logits, (m, -1))
+    inside = flat_logits > _logit(float(cfg.mask_thr))  # bool (m, P): the NMS gathers these
     cell_stride = xp.take(_as_xp(xp, cells.stride, xp.float32, dev), cell)
     # 4. Maskness: mean soft value inside the binary mask (computed for all, used for the kept).
-    maskness = xp.vecdot(soft_flat, binary) / xp.maximum(sum_masks, 1.0)
+    sum_masks, maskness = _mask_stats(xp, flat_logits, inside)
     (keep,) = xp.nonzero((sum_masks > cell_stride * float(cfg.min_area_factor)) & (sum_masks > 0))
     if int(keep.shape[0]) == 0:
         return _empty(xp, dev, out_hw)
@@ -476,7 +509,7 @@ def postprocess_single(
     final = xp.argsort(decayed, descending=True, stable=True)[: cfg.max_per_img]
     idx = xp.take(xp.take(idx, survive), final)
     return Detections(
-        soft_masks=xp.take(soft, idx, axis=0),
+        soft_masks=_sigmoid(xp, xp.take(logits, idx, axis=0)),  # for the kept instances only
         labels=xp.take(labels, idx),
         scores=xp.take(decayed, final),
     )
