@@ -62,8 +62,8 @@ __all__ = [
 
 # Logits are clipped before exp(): sigmoid(30) is exactly 1.0 in float32 and sigmoid(-30) < 1e-13,
 # so nothing a threshold or a mean can see changes, while exp() never overflows (no inf, no
-# RuntimeWarning on numpy) and never returns a subnormal float (exp(-88) does: those take a slow
-# path on x86 CPUs and made the sigmoid 2-3x slower on strongly negative logits).
+# RuntimeWarning on numpy) and never returns a subnormal float (exp(-88) would; subnormals take
+# a slow path on x86 CPUs).
 _LOGIT_CLIP = 30.0
 # Floats in one masks_to_image temporary (256 MiB of float32): bounds memory on large images.
 _IMAGE_CHUNK_ELEMS = 1 << 26
