@@ -98,18 +98,20 @@ def detections_to_coco(
     labels: np.ndarray,
     scores: np.ndarray,
     cat_ids: Sequence[int],
+    rles: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One image's detections in the COCO results format.
 
     ``masks`` bool (K, H, W) on the original image, ``labels`` (K,) contiguous class indices into
     ``cat_ids`` (the dataset's category ids), ``scores`` (K,). The bbox [x, y, w, h] is the tight
-    box of each mask ([0, 0, 0, 0] for an empty mask).
+    box of each mask ([0, 0, 0, 0] for an empty mask). ``rles``: the masks' encoding
+    (``encode_masks``) when the caller already has it.
     """
     from pycocotools import mask as mask_utils
 
     labels = np.asarray(labels).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    rles = encode_masks(masks)
+    rles = encode_masks(masks) if rles is None else rles
     if not (len(rles) == labels.shape[0] == scores.shape[0]):
         raise BadInputError(f"{len(rles)} masks, {labels.shape[0]} labels and {scores.shape[0]} scores differ")
     if labels.size and (labels.min() < 0 or labels.max() >= len(cat_ids)):

@@ -25,7 +25,7 @@ class Instances:
     """Instances of one image on its original grid.
 
     masks bool (K, H, W); labels int64 (K,); scores float32 (K,); boxes float32 (K, 4) as x0, y0, x1, y1,
-    computed from ``masks`` on first use and kept (build a new ``Instances`` to change masks).
+    and ``rles`` computed from ``masks`` on first use and kept (build a new ``Instances`` to change masks).
     """
 
     masks: np.ndarray
@@ -42,12 +42,20 @@ class Instances:
         # Cached: the overlay and the JSON lines both need them (a pass over every mask).
         return masks_to_boxes(self.masks)
 
+    @cached_property
+    def rles(self) -> list[dict[str, Any]]:
+        """COCO compressed RLEs of ``masks``; cached: the JSON lines and the demo's evaluation
+        both need them."""
+        from ..evaluation.coco_eval import encode_masks
+
+        return encode_masks(self.masks, self.boxes)
+
     def to_coco(self, image_id: int = 0, cat_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """COCO results (RLE masks) for this image."""
         from ..evaluation.coco_eval import detections_to_coco
 
         cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(self.class_names) + 1))
-        return detections_to_coco(image_id, self.masks, self.labels, self.scores, cat_ids)
+        return detections_to_coco(image_id, self.masks, self.labels, self.scores, cat_ids, rles=self.rles)
 
     def plot(self, image_bgr: np.ndarray, alpha: float = 0.5, labels: bool = True) -> np.ndarray:
         """A copy of ``image_bgr`` with masks, outlines and class/score labels drawn (BGR uint8)."""

@@ -162,12 +162,10 @@ class VideoSink(Sink):
 
 def instances_to_json(inst: Instances) -> list[dict[str, Any]]:
     """JSON-ready instances: class, class_id, score, box [x, y, w, h], COCO RLE mask."""
-    from ..evaluation.coco_eval import encode_masks
-
     if len(inst) == 0:
         return []
     boxes = inst.boxes  # x0, y0, x1, y1 (exclusive ends), vectorised over instances
-    rles = encode_masks(inst.masks, boxes)
+    rles = inst.rles
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).tolist()
     labels = inst.labels.tolist()
     scores = inst.scores.tolist()

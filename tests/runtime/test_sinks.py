@@ -187,3 +187,20 @@ def test_plot_keeps_colours_and_outlines_apart_beyond_254_instances() -> None:
         want = (100 + np.array(PALETTE[labels[i]])) / 2
         assert np.abs(out[y, x].astype(int) - want).max() <= 1, i
         assert (out[y, x - side // 2] == 255).all()  # its left edge is outlined
+
+
+def test_json_lines_and_coco_results_share_one_encoding() -> None:
+    # A demo run writes JSON lines and evaluates against the ground truth: both take the masks'
+    # RLEs from the instances, encoded once, and they decode back to the masks.
+    from pycocotools import mask as mask_utils
+
+    from solo_deploy.runtime.predictor import Instances
+    from solo_deploy.runtime.sinks import instances_to_json
+
+    masks = np.zeros((2, 12, 16), bool)
+    masks[0, 2:6, 3:9] = True
+    masks[1, 5:12, 10:16] = True
+    inst = Instances(masks, np.array([0, 1]), np.array([0.9, 0.5], np.float32), ("a", "b"), (12, 16))
+    lines, coco = instances_to_json(inst), inst.to_coco(image_id=3)
+    assert all(a["mask"] is b["segmentation"] for a, b in zip(lines, coco))
+    np.testing.assert_array_equal(mask_utils.decode([c["segmentation"] for c in coco]).transpose(2, 0, 1), masks)
