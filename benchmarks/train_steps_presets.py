@@ -7,7 +7,6 @@ and writes runs/train_steps_presets.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch

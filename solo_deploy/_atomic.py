@@ -5,13 +5,106 @@ A crash or a full disk therefore never leaves a file that looks complete but is 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from .errors import BadInputError
+from .errors import BadInputError, RuntimeFailure
+
+log = logging.getLogger("solo_deploy")
+
+# errno values that mean "the disk (or the user's quota, or the file size limit) is full".
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Below this many free bytes, a writer that failed without an errno (torch.save, OpenCV) is taken
+# to have failed for lack of space.
+NEARLY_FULL_BYTES = 1 << 20
+# Temporary names carry the writer's process id, so that a later write can tell a temporary left
+# by a killed process (safe to remove) from one that a running process is still writing.
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<pid>\d+)-)?[^.]*")
+# Temporaries of releases before 0.2.1 have no pid: removed once they are this old.
+_UNOWNED_STALE_S = 3600.0
+
+
+class DiskFullError(RuntimeFailure, OSError):
+    """The disk filled up while writing an output (exit code 1; the partial output is removed).
+
+    Also an ``OSError`` with ``errno.ENOSPC``, so callers that handle OS errors still see it as one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        message = f"no space left on device writing {path}"
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = errno.ENOSPC, message, str(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes available to this user on the file system holding ``path`` (a file or a folder)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return int(shutil.disk_usage(p).free)
+    except OSError:
+        return 1 << 62  # unknown: do not claim the disk is full
+
+
+def is_disk_full(exc: BaseException, path: str | os.PathLike[str]) -> bool:
+    """Whether ``exc`` (raised while writing ``path``) comes from a full disk."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    if isinstance(exc, (DiskFullError, BadInputError, KeyboardInterrupt, SystemExit)):
+        return False
+    # Writers that hide the errno (torch.save's "file write failed", OpenCV's False) on a full disk.
+    return free_bytes(Path(path).parent) < NEARLY_FULL_BYTES
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the hidden temporaries of ``path`` whose writer is gone (killed with SIGKILL, power
+    loss); keep those of live writers. Returns what was removed."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    removed = []
+    try:
+        candidates = list(folder.glob(f".{glob.escape(path.name)}.tmp-*"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        m = _TMP_RE.match(tmp.name)
+        if not m or m.group("name") != path.name or not tmp.is_file():
+            continue
+        pid = m.group("pid")
+        try:
+            stale = (not _pid_alive(int(pid))) if pid else time.time() - tmp.stat().st_mtime > _UNOWNED_STALE_S
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+                log.info("removed %s, left by a writer that is gone", tmp)
+        except OSError:
+            continue
+    return removed
 
 
 def _check_parent(path: Path) -> None:
@@ -35,9 +128,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     """
     path = Path(path)
     _check_parent(path)
+    remove_stale_temporaries(path)
     # Hidden name, same folder (so the rename is atomic), same suffix (writers pick formats by it).
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix if suffix is not None else path.suffix,
-                               dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-",
+                                   suffix=suffix if suffix is not None else path.suffix, dir=path.parent)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(path) from None
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would (umask).
@@ -49,9 +148,11 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if is_disk_full(exc, path):
+            raise DiskFullError(path) from None
         raise
 
 

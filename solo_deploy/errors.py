@@ -33,3 +33,17 @@ class RuntimeFailure(SoloDeployError):
     """Something went wrong on our side or in a backend while the input looked valid."""
 
     exit_code = EXIT_FAILURE
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first line of a library's message (or the exception's type name), at most ``limit`` chars."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    return text.splitlines()[0][:limit]
+
+
+def single_line(text: str) -> str:
+    """Our own messages may quote what the user typed (a path with a newline in it): show line
+    breaks as ``\\n`` so that the error stays one line and the path stays recognisable."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -467,9 +467,9 @@ def test_image_through_predict_cli(kind, originals, tmp_path, capsys, monkeypatc
     assert "Traceback" not in err
     if hw is None:
         assert code == 2
-        # The file is reported once as skipped, then the run fails with exactly one error line.
+        # A single unreadable image: exactly one error line naming it (issue #12: one line).
         errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-        assert len(errors) == 1 and "could be read" in errors[0], err
+        assert len(errors) == 1 and "cannot decode image" in errors[0], err
         assert all(ln.startswith(("error:", "warning: skipped")) for ln in err.strip().splitlines()), err
         assert path.name in err
         return

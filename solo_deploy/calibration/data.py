@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._paths import IMAGE_SUFFIXES
 from ..errors import BadInputError
 from ..preprocess import PreprocessSpec
 
@@ -43,7 +44,6 @@ __all__ = ["DEFAULT_IMAGES", "MIN_IMAGES", "CalibrationImages", "load_calibratio
 MIN_IMAGES = 32  # below this, MinMax/percentile ranges are too noisy to trust (override: force)
 DEFAULT_IMAGES = 128  # the size of the synthetic calib split; enough for stable MinMax ranges
 DEFAULT_VIDEO_STRIDE = 10  # when a video does not report its frame count
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)

@@ -570,14 +570,17 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def make_evaluator(data: str, split: str, images: int | None, threads: int | None) -> Callable[[Path], float]:
-    """Mask AP (points) of an ONNX model through ORT CPU on ``data``/``split`` (first ``images``)."""
+def make_evaluator(data: str, split: str, images: int | None, threads: int | None,
+                   device: str = "cpu") -> Callable[[Path], float]:
+    """Mask AP (points) of an ONNX model through ONNX Runtime on ``device`` on ``data``/``split``
+    (first ``images``)."""
 
     def evaluate(path: Path) -> float:
         from ..evaluation.model_eval import evaluate_model
         from ..runtime.runners import OnnxRunner
 
-        m = evaluate_model(path, data=data, split=split, images=images, runner=OnnxRunner(path, threads=threads))
+        m = evaluate_model(path, data=data, split=split, images=images,
+                           runner=OnnxRunner(path, device=device, threads=threads))
         return float(m["AP"])
 
     return evaluate
@@ -648,14 +651,16 @@ def calibrate(model: str | Path, data: str | Path = "synthetic", out_dir: str | 
               force: bool = False, video_stride: int | None = None, threads: int | None = None,
               evaluate_fn: Callable[[Path], float] | None = None, max_tries: int = 5, guard_budget_s: float = 1200.0,
               bench_runs: int = 20, reduce_range: bool = True, trt_version: str = "10.x",
-              min_images: int | None = None, progress: Callable[[str], None] | None = None) -> CalibrationResult:
+              min_images: int | None = None, progress: Callable[[str], None] | None = None,
+              device: str = "cpu") -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the INT8 models, cache and report into ``out_dir``.
 
     ``model``: a solo-deploy FP32 ONNX or a ``.safetensors``/``.ckpt`` (exported first).
     ``data``: image folder, video, COCO data set or ``synthetic`` (the calib split).
     ``max_ap_drop``: accuracy guard in mask-AP points, checked on ``eval_data``/``eval_split``
     (first ``eval_images``; 0 disables the AP check and the guard). ``evaluate_fn(path) -> AP``
-    replaces the built-in evaluation (tests, custom metrics). Nothing is written on failure.
+    replaces the built-in evaluation (tests, custom metrics); ``device`` is where ONNX Runtime
+    runs it (``cpu`` or ``cuda:N``). Nothing is written on failure.
     """
     from .. import __version__
     from ..model.modelfile import file_sha256
@@ -697,7 +702,7 @@ def calibrate(model: str | Path, data: str | Path = "synthetic", out_dir: str | 
     key = {"format": "solo-deploy-calibration-key/1", "model_sha256": model_sha, "data_sha256": calib.sha256,
            "method": method, "images": calib.count, "input_hw": list(meta.preprocess.input_hw)}
     threads_used = int(threads) if threads else (os.cpu_count() or 1)
-    evaluate = evaluate_fn or make_evaluator(eval_data, eval_split, eval_images or None, threads)
+    evaluate = evaluate_fn or make_evaluator(eval_data, eval_split, eval_images or None, threads, device)
 
     with _staging(out_dir) as stage, tempfile.TemporaryDirectory(prefix="solo-deploy-quant-") as work_dir:
         work = Path(work_dir)
@@ -821,7 +826,7 @@ def calibrate(model: str | Path, data: str | Path = "synthetic", out_dir: str | 
             model=str(model), fp32_path=fp32_path, model_sha=model_sha, meta=meta, calib=calib, method=method,
             key=key, reused=reused, n_tensors=n_tensors, calib_seconds=calib_seconds,
             eval_info={"data": eval_data if evaluate_fn is None else "custom", "split": eval_split,
-                       "images": eval_images} if evaluating else None,
+                       "images": eval_images, "device": device} if evaluating else None,
             ap_fp32=ap_fp32, ap_cpu=ap_cpu, ap_trt=ap_trt, max_ap_drop=max_ap_drop, guard=guard,
             latency=latency, precision={"cpu": precision_summary(cpu_path), "trt": precision_summary(trt_path)},
             pre_nodes=pre_nodes, const_elementwise=const_elementwise, output_layers=cpu_fp32_outputs,

@@ -111,7 +111,8 @@ def format_table(report: Mapping[str, Any]) -> str:
         for r in rows:
             lines.append("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
     if acc:
-        lines.append(f"  AP on {acc['data']}:{acc['split']} ({acc['images']} images); TensorRT Q/DQ model on ORT CPU: "
+        lines.append(f"  AP on {acc['data']}:{acc['split']} ({acc['images']} images, ONNX Runtime on "
+                     f"{acc.get('device', 'cpu')}); TensorRT Q/DQ model on ORT: "
                      f"{_fmt(acc.get('ap_int8_trt_simulated'))}")
         g = report.get("guard") or {}
         state = "met" if acc.get("guard_met") else "NOT met"

@@ -37,7 +37,8 @@ def bench_cmd(
                                         "the export cache), .onnx (FP32/FP16/INT8 Q/DQ), .engine."),
     backends: str = typer.Option("torch,onnxruntime,tensorrt", "--backends",
                                  help="Comma-separated: torch, onnxruntime, tensorrt."),
-    devices: str = typer.Option("cpu,cuda", "--devices", help="Comma-separated: cpu, cuda. CUDA rows without a GPU "
+    devices: str = typer.Option("cpu,cuda", "--devices", "--device", help="Comma-separated: cpu, cuda (cuda:0 and 0 "
+                                "work too). CUDA rows without a GPU "
                                 "are reported as skipped, with the reason."),
     imgsz: Optional[Tuple[int, int]] = ImgszOpt,
     batch: List[int] = typer.Option([1], "--batch", help="Batch size; repeat for several (--batch 1 --batch 8)."),
@@ -54,10 +55,15 @@ def bench_cmd(
 ) -> None:
     """Latency per stage (preprocess, transfers, inference, post-process), throughput, memory, FLOP/s vs ceilings."""
     setup_logging(log_level)
+    from .._paths import check_model_path, check_outputs
     from ..errors import BadInputError, RuntimeFailure
 
     if threads is not None and threads < 1:
         raise BadInputError(f"--threads must be at least 1, got {threads}")
+    devices = ",".join(bench_device(d) for d in _split(devices))
+    for m in models:
+        check_model_path(m)
+    check_outputs([("--json", json_out), ("--plot", plot)], [("model", m) for m in models])
     if threads and "numpy" not in sys.modules:
         # numpy's OpenBLAS sizes its thread pool once, when it loads: pin it now so that numpy
         # post-processing (ONNX Runtime rows) uses the same threads as torch post-processing.
@@ -83,3 +89,16 @@ def bench_cmd(
     failed = [r for m in result["models"] for r in m["rows"] if r["status"] == "failed"]
     if failed:
         raise RuntimeFailure(f"{len(failed)} row(s) failed, e.g. {failed[0]['id']}: {failed[0]['reason']}")
+
+
+def bench_device(value: str) -> str:
+    """A bench row's device from any spelling `--device` takes: cpu, or cuda for GPU 0 (cuda,
+    cuda:0, 0). The rows are per kind of device; another GPU is chosen with CUDA_VISIBLE_DEVICES."""
+    from ..errors import BadInputError
+    from ..runtime.devices import parse_device
+
+    device = parse_device(value)
+    if device not in ("cpu", "cuda:0"):
+        raise BadInputError(f"bench measures GPU 0: run it with CUDA_VISIBLE_DEVICES={device.split(':')[1]} "
+                            f"instead of --devices {value}")
+    return device.split(":")[0]

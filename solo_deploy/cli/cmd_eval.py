@@ -7,10 +7,9 @@ from typing import Optional, Tuple
 
 import typer
 
-from .app import ConfOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
+from .app import ConfOpt, DeviceOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
 
 BackendOpt = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or triton.")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda.")
 
 
 @app.command("eval")
@@ -18,18 +17,21 @@ def eval_cmd(
     model: Path = typer.Argument(..., help="Model file: .ckpt, .safetensors, .onnx or .engine."),
     data: str = typer.Option("synthetic", "--data", help="'synthetic' or a COCO-format folder."),
     split: str = typer.Option("val", "--split", help="Synthetic split, or sub-folder of a COCO folder."),
-    images: Optional[int] = typer.Option(None, "--images", "-n", help="Evaluate the first N images only."),
+    images: Optional[int] = typer.Option(None, "--images", "-n", min=1, help="Evaluate the first N images only."),
     json_out: Optional[Path] = typer.Option(None, "--json", "-o", "--output", help="Write the metrics as JSON."),
     backend: str = BackendOpt,
     device: str = DeviceOpt,
-    batch: int = typer.Option(1, "--batch"),
+    batch: int = typer.Option(1, "--batch", min=1),
     imgsz: Optional[Tuple[int, int]] = ImgszOpt,
     log_level: str = LogLevelOpt,
 ) -> None:
     """COCO mask AP, AP50, AP75, APs/m/l and per-class AP (points, 0-100) through pycocotools."""
     setup_logging(log_level)
     from .._atomic import write_json
+    from .._paths import check_outputs
     from ..evaluation.model_eval import evaluate_model
+
+    check_outputs([("--json", json_out)], [("model", model)])
 
     m = evaluate_model(model, data=data, split=split, images=images, backend=backend, device=device, batch=batch,
                        imgsz=imgsz_tuple(imgsz))
@@ -62,40 +64,61 @@ def predict(
     import cv2
 
     from .._atomic import atomic_path, write_json
-    from ..errors import BadInputError
+    from .._paths import check_folder_output, check_outputs
+    from ..errors import BadInputError, RuntimeFailure
+    from .._paths import IMAGE_SUFFIXES
     from ..runtime.predictor import Predictor, read_image
 
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in exts)
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
-            raise BadInputError(f"no images ({', '.join(sorted(exts))}) in folder {source}")
+            raise BadInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {source}")
+        check_folder_output("--output", output, "--source", source)
     elif source.is_file():
         files = [source]
     else:
         raise BadInputError(f"source not found: {source}")
+    overlays = overlay_names(files)
+    check_outputs([*((f"overlay of {f.name}", output / overlays[f]) for f in files),
+                   ("predictions file", output / "predictions.json")],
+                  [*((("--source image"), f) for f in files), ("model", model)])
     pred = Predictor.from_file(model, backend=backend, device=device, conf=conf)
-    images, results, failed = [], [], 0
+    images, results, skipped = [], [], []
     for idx, f in enumerate(files, start=1):
         try:
             img = read_image(f)
-        except BadInputError as exc:
-            typer.echo(f"warning: skipped {exc}", err=True)
-            failed += 1
+        except BadInputError:
+            if len(files) == 1:
+                raise
+            skipped.append(f.name)
             continue
         inst = pred.predict(img)
         overlay = inst.plot(img)
-        with atomic_path(output / f"{f.stem}.jpg") as tmp:
+        with atomic_path(output / overlays[f]) as tmp:
             if not cv2.imwrite(str(tmp), overlay):
-                raise BadInputError(f"cannot write overlay {output / (f.stem + '.jpg')}")
+                raise RuntimeFailure(f"cannot write overlay {output / overlays[f]}")
         images.append({"id": idx, "file_name": f.name, "height": img.shape[0], "width": img.shape[1]})
         results += inst.to_coco(image_id=idx)
         typer.echo(f"{f.name}: {len(inst)} instances")
+    if skipped:
+        what = f"{len(skipped)} of {len(files)} files in {source} are not images OpenCV can read"
+        if not images:
+            raise BadInputError(f"{what}: nothing to predict")
+        typer.echo(f"warning: skipped {what}: {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}",
+                   err=True)
     write_json(output / "predictions.json", {"images": images, "categories": [
         {"id": i + 1, "name": n} for i, n in enumerate(pred.class_names)], "annotations": results}, indent=None)
-    typer.echo(f"wrote {len(images)} overlays and {output / 'predictions.json'}")
-    if failed and not images:
-        raise BadInputError(f"none of the {failed} images could be read")
+    typer.echo(f"wrote {len(images)} overlays and {output / 'predictions.json'} [{pred.runner.backend}/"
+               f"{pred.runner.device}]")
+
+
+def overlay_names(files: list[Path]) -> dict[Path, str]:
+    """Overlay file name per source: ``photo.jpg`` for ``photo.png``; the full name (``photo.png.jpg``)
+    where two sources share a stem, so that no overlay replaces another."""
+    from collections import Counter
+
+    stems = Counter(f.stem for f in files)
+    return {f: f"{f.stem}.jpg" if stems[f.stem] == 1 else f"{f.name}.jpg" for f in files}
 
 
 # Written against documented APIs but never run on a machine of ours (CI has no GPU, TensorRT or
@@ -138,9 +161,10 @@ def info(
 
 
 def describe_model(path: Path) -> dict:
+    from .._paths import check_model_path
     from ..runtime.runners import detect_backend
 
-    kind = detect_backend(path)
+    kind = detect_backend(check_model_path(path))
     if kind == "torch":
         from ..model.modelfile import file_sha256, read_model
 

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import typer
 
-from .app import ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
+from .app import DeviceOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
 
 FORMATS = ("onnx", "engine", "triton")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -21,7 +21,7 @@ def export_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Output .onnx or .engine file; the repository folder "
                                 "for --format triton."),
     imgsz: Optional[Tuple[int, int]] = ImgszOpt,
-    batch: int = typer.Option(1, "--batch", help="Static batch size (the traced batch with --dynamic)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Static batch size (the traced batch with --dynamic)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch, height and width (H, W multiples of 32, "
                                  "at least 64)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (13..20)."),
@@ -41,10 +41,14 @@ def export_cmd(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max relative output difference vs "
                                               "PyTorch float32 (default 1e-4; 1e-2 with --half)."),
     no_parity: bool = typer.Option(False, "--no-parity", help="Skip the ONNX Runtime vs PyTorch parity check."),
+    device: Optional[str] = typer.Option(None, "--device", help="GPU that builds a TensorRT engine: cuda, cuda:N "
+                                         "or N (default cuda:0; ONNX export and its parity check run on the CPU).",
+                                         callback=DeviceOpt.callback, show_default=False),
     log_level: str = LogLevelOpt,
 ) -> None:
     """Export a model to ONNX (checked, simplified, parity-tested), a TensorRT engine or a Triton repository."""
     setup_logging(log_level)
+    from .._paths import check_model_path, check_outputs
     from ..errors import BadInputError
 
     fmt = fmt.lower()
@@ -61,6 +65,15 @@ def export_cmd(
         raise BadInputError("--batch and --max-batch must be at least 1")
     suffix = model.suffix.lower()
     size = imgsz_tuple(imgsz)
+    check_model_path(model)
+    if fmt == "triton":
+        from ..export.triton import model_name
+
+        name = model_name(name, model)
+        if model.resolve().is_relative_to((output / name).resolve()):
+            raise BadInputError(f"model {model} is inside the Triton model folder {output / name}, which the export "
+                                f"replaces: move it, or pick another --name or --output")
+    check_outputs(export_outputs(fmt, output, name or model.stem), [("model", model)])
 
     def export_to(path: Path):
         from ..export.onnx_export import export_onnx
@@ -82,7 +95,11 @@ def export_cmd(
 
     if fmt == "engine":
         from ..export.tensorrt import build_engine, import_tensorrt
+        from ..runtime.devices import device_index
 
+        device = device or "cuda:0"
+        if not device.startswith("cuda"):
+            raise BadInputError("TensorRT builds engines on a GPU: pass --device cuda (or cuda:N, or N)")
         import_tensorrt()  # fail fast, before a possibly long export
         with tempfile.TemporaryDirectory(prefix="solo-deploy-engine-") as tmp:
             if suffix == ".onnx":
@@ -95,7 +112,7 @@ def export_cmd(
                 onnx_path = exported.path
             built = build_engine(onnx_path, output, precision=precision_for_build, max_batch=max_batch or 8,
                                  workspace_gib=workspace, timing_cache=timing_cache,
-                                 calibration_cache=calibration_cache)
+                                 calibration_cache=calibration_cache, device=device_index(device))
         typer.echo(built.summary())
         return
 
@@ -115,3 +132,15 @@ def export_cmd(
                f"{cfg['max_batch_size']}{', dynamic batching' if 'dynamic_batching' in cfg else ''})")
     if int(cfg["max_batch_size"]) == 0:
         typer.echo("note: static batch; export with --dynamic to let Triton batch requests")
+
+
+def export_outputs(fmt: str, output: Path, name: str) -> list[tuple[str, Path]]:
+    """What an export writes, as (what, path) pairs: the file (and an engine's JSON sidecar), or
+    the Triton model folder's files."""
+    if fmt == "engine":
+        return [("--output", output), ("engine sidecar", output.with_name(output.name + ".json"))]
+    if fmt == "triton":
+        folder = output / name
+        return [("Triton model file", folder / "1" / f) for f in ("model.onnx", "model.plan")] + [
+            ("Triton config", folder / "config.pbtxt")]
+    return [("--output", output)]

@@ -1,13 +1,12 @@
 """`solo-deploy run`: real-time segmentation of cameras, videos, streams, image folders or the demo."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .app import ConfOpt, LogLevelOpt, app, setup_logging
+from .app import ConfOpt, DeviceOpt, LogLevelOpt, app, setup_logging
 
 
 @app.command("run")
@@ -19,19 +18,19 @@ def run_cmd(
                                         ".engine); default: the shipped model. A model name with --backend triton."),
     backend: str = typer.Option("auto", "--backend", help="auto, tensorrt, onnxruntime, torch or triton. auto runs "
                                 "a PyTorch model file through a cached ONNX export on a CPU."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = DeviceOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Annotated video (.mp4 or .avi); "
                                           "several streams write NAME_0.mp4, NAME_1.mp4, ..."),
     save_json: Optional[Path] = typer.Option(None, "--save-json", help="JSON lines: one line per processed frame "
                                              "with instances (class, score, box as x y w h, COCO RLE mask)."),
     show: bool = typer.Option(False, "--show", help="Show the annotated frames in a window ('q' stops)."),
     conf: Optional[float] = ConfOpt,
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop each stream after N frames "
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each stream after N frames "
                                              "(counted after --vid-stride).", show_default=False),
-    vid_stride: int = typer.Option(1, "--vid-stride", help="Use every K-th frame of each source."),
+    vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Use every K-th frame of each source."),
     reconnect_timeout: float = typer.Option(30.0, "--reconnect-timeout", help="Seconds a dropped network stream "
                                             "may take to come back before the run gives up on it."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend.",
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the backend.",
                                           show_default=False),
     triton_url: str = typer.Option("localhost:8001", "--triton-url", help="Triton gRPC address (--backend triton)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the run summary as JSON."),
@@ -42,18 +41,17 @@ def run_cmd(
     pipeline. Ctrl-C (or SIGTERM) stops cleanly with finalised outputs; a second Ctrl-C quits at once.
     Exit codes: 0 ok (also after a clean stop), 1 failure (e.g. a stream lost for good), 2 bad input."""
     setup_logging(log_level)
-    if log_level.lower() == "debug":
-        # Read when cv2 loads FFmpeg, so only before the first `import cv2` (sources sets quiet defaults).
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "INFO")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "24")
     from .._atomic import write_json
+    from .._paths import check_outputs
     from ..errors import BadInputError, RuntimeFailure
-    from ..runtime.pipeline import format_summary, run
+    from ..runtime.pipeline import format_summary, run, run_outputs
     from ..runtime.sources import quiet_opencv
 
     quiet_opencv(verbose=log_level.lower() == "debug")
     if backend == "triton" and not model:
         raise BadInputError("--backend triton needs --model NAME (the model's name on the Triton server)")
+    outputs, inputs = run_outputs(video, None if backend == "triton" else model, output, save_json)
+    check_outputs([*outputs, ("--summary-json", summary_json)], inputs)
     kwargs = {"url": triton_url} if backend == "triton" else {}
     summary = run(video, model, backend=backend, device=device, output=output, save_json=save_json, show=show,
                   conf=conf, max_frames=max_frames, vid_stride=vid_stride, reconnect_timeout=reconnect_timeout,

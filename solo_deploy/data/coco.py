@@ -227,6 +227,19 @@ class CocoDataset:
         return {"size": [h, w], "counts": seg["counts"].encode("ascii")}
 
     # -- access ----------------------------------------------------------------------------------
+    def take(self, n: int) -> "CocoDataset":
+        """The same data set limited to its first ``n`` images (their annotations, all categories)."""
+        import copy
+
+        sub = copy.copy(self)
+        sub._images = self._images[:max(0, n)]
+        sub.image_ids = [int(im["id"]) for im in sub._images]
+        keep = set(sub.image_ids)
+        sub._anns_of = defaultdict(list, {i: a for i, a in self._anns_of.items() if i in keep})
+        sub.coco_dict = {**self.coco_dict, "images": sub._images,
+                         "annotations": [a for a in self.coco_dict["annotations"] if a["image_id"] in keep]}
+        return sub
+
     def __len__(self) -> int:
         return len(self._images)
 

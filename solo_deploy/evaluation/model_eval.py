@@ -28,26 +28,9 @@ def load_eval_data(data: str, split: str = "val", images: int | None = None):
     if (root / split).is_dir():
         root = root / split
     ds = CocoDataset(root)
-    gt = ds.coco_dict
     if images is not None:
-        keep = set(ds.image_ids[:images])
-        gt = {**gt, "images": [i for i in gt["images"] if i["id"] in keep],
-              "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
-        ds = _Head(ds, images)
-    return ds, gt, list(ds.class_names), list(ds.cat_ids)
-
-
-class _Head:
-    def __init__(self, ds, n: int) -> None:
-        self.ds, self.n = ds, min(n, len(ds))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if i >= self.n:
-            raise IndexError(i)
-        return self.ds[i]
+        ds = ds.take(images)
+    return ds, ds.coco_dict, list(ds.class_names), list(ds.cat_ids)
 
 
 def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val", images: int | None = None,

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path
+from .._paths import check_outputs
 from ..errors import BadInputError, RuntimeFailure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -408,6 +409,7 @@ def export_onnx(model_path: str | Path, output: str | Path, imgsz: tuple[int, in
 
     t0 = time.perf_counter()
     model_path, output = Path(model_path), Path(output)
+    check_outputs([("output", output)], [("model", model_path)])
     _validate_args(opset, batch, output, imgsz, dynamic)
     precision = "fp16" if half else "fp32"
     tol = float(DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance)

@@ -288,6 +288,14 @@ def parse_pbtxt(text: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Repository writer
 # ---------------------------------------------------------------------------------------------
+def model_name(name: str | None, src: str | os.PathLike[str]) -> str:
+    """The Triton model name: ``name``, checked, or one made from the file name."""
+    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(src).stem)
+    if not _NAME_RE.fullmatch(name):
+        raise BadInputError(f"invalid Triton model name {name!r}: use letters, digits, '_', '.', '-'")
+    return name
+
+
 def write_triton_repo(onnx_or_engine: str | os.PathLike[str], repo_dir: str | os.PathLike[str],
                       name: str | None = None, *, max_batch_size: int | None = None,
                       dynamic_batching: bool = True, version: int = 1) -> Path:
@@ -299,9 +307,7 @@ def write_triton_repo(onnx_or_engine: str | os.PathLike[str], repo_dir: str | os
 
     src = Path(onnx_or_engine)
     spec = model_spec(src)
-    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", src.stem)
-    if not _NAME_RE.match(name):
-        raise BadInputError(f"invalid Triton model name {name!r}: use letters, digits, '_', '.', '-'")
+    name = model_name(name, src)
     if version < 1:
         raise BadInputError(f"model version must be >= 1, got {version}")
     repo = Path(repo_dir)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._paths import check_model_path
 from ..errors import BadInputError
 from ..preprocess import PreprocessSpec
 from .config import ModelConfig, PostprocessConfig
@@ -141,11 +142,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], ModelMeta]:
 
 def read_model(path: str | Path) -> tuple[dict[str, Any], ModelMeta]:
     """Read weights (float32 state dict) and metadata from a .ckpt or an inference model file."""
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"model file not found: {path}")
-    if not path.is_file():
-        raise BadInputError(f"model path is not a file: {path}")
+    path = check_model_path(path)
     if path.stat().st_size == 0:
         raise BadInputError(f"model file is empty: {path}")
     if path.suffix == ".ckpt":

@@ -13,13 +13,39 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from typing import Any
 
 log = logging.getLogger("solo_deploy.runtime")
 
-__all__ = ["cuda_provider_works", "describe", "gpus", "tensorrt_version", "torch_cuda_works"]
+__all__ = ["cuda_provider_works", "describe", "device_index", "gpus", "parse_device", "tensorrt_version",
+           "torch_cuda_works"]
+
+_DEVICE_RE = re.compile(r"(?:cuda:)?(\d{1,3})")
+
+
+def parse_device(value: str) -> str:
+    """The device a user names, in the spellings people bring from PyTorch and Ultralytics:
+    ``cpu``; ``cuda`` (GPU 0); ``cuda:N``; ``N``. Returns ``"cpu"`` or ``"cuda:N"``; anything
+    else (``gpu``, ``cuda:x``, ``-1``) is a ``BadInputError``."""
+    from ..errors import BadInputError
+
+    text = str(value).strip().lower()
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda":
+        return "cuda:0"
+    m = _DEVICE_RE.fullmatch(text)
+    if m is None:
+        raise BadInputError(f"unknown device {value!r}: use cpu, cuda, cuda:N or a GPU index N")
+    return f"cuda:{int(m.group(1))}"
+
+
+def device_index(device: str) -> int:
+    """GPU index of a parsed device (``cuda:N`` -> N); 0 for a bare ``cuda``."""
+    return int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
 
 PROBE_TIMEOUT_S = 120.0
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .._paths import check_model_path, check_outputs
 from ..errors import BadInputError, SoloDeployError
 from .sinks import FrameResult, Sink
 from .sources import Frame, Source
@@ -45,6 +46,9 @@ log = logging.getLogger("solo_deploy.runtime.pipeline")
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "sinks", "end_to_end")
 _END = object()  # end-of-stream marker passed down the stage queues
+# How long run() waits, after an abort, for a stage to finish its current call (an inference on a
+# large model and a slow CPU takes seconds; a stage never blocks longer than one call).
+STAGE_EXIT_TIMEOUT_S = 30.0
 
 
 class LatencyStats:
@@ -427,6 +431,14 @@ class Pipeline:
                     t.join(1.0)
             failed = bool(self._errors)
             self._finalise(discard=failed)
+            # The stages see the abort after their current call. Wait for it: a thread still
+            # inside ONNX Runtime or OpenCV when the interpreter exits makes their native thread
+            # pools abort the process ("terminate called without an active exception", SIGABRT).
+            # Not after a second Ctrl-C: that means "quit now" (the console entry then exits
+            # without tearing the interpreter down).
+            if not self.user_abort:
+                for t in threads[len(self._capture_threads):]:
+                    t.join(STAGE_EXIT_TIMEOUT_S)
         wall = time.perf_counter() - t_start
         summary = self.summary(wall)
         if self._errors:
@@ -449,8 +461,9 @@ class Pipeline:
                     else:
                         sink.close()
                 except Exception as exc:  # noqa: BLE001 - finalise the others anyway
-                    log.warning("closing the %s sink failed: %s", sink.name, exc)
-                    if not self._errors:
+                    if self._errors:  # the run failed already: that error is the one to report
+                        log.debug("closing the %s sink failed: %s", sink.name, exc)
+                    else:
                         self._errors.append(exc)
         finally:
             if got:
@@ -550,6 +563,20 @@ def build_predictor(model: str | Path, backend: str = "auto", device: str = "cpu
     return Predictor(runner, conf=conf)
 
 
+def run_outputs(videos: Sequence[str], model: str | Path | None, output: str | Path | None,
+                save_json: str | Path | None) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(outputs, inputs) of a run as (option, path) pairs, for :func:`check_outputs`: the video of
+    each stream and the JSON lines; the source files and the model."""
+    from .sinks import stream_path
+
+    outs: list[tuple[str, Any]] = [("--output", stream_path(Path(output), i, len(videos)))
+                                   for i in range(len(videos))] if output is not None else []
+    outs.append(("--save-json", save_json))
+    ins: list[tuple[str, Any]] = [("--video", Path(v)) for v in videos if Path(v).is_file()]
+    ins.append(("--model", model))
+    return outs, ins
+
+
 def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu",
         output: str | Path | None = None, save_json: str | Path | None = None, show: bool = False,
         conf: float | None = None, max_frames: int | None = None, vid_stride: int = 1,
@@ -571,11 +598,14 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
         raise BadInputError(f"--max-frames must be at least 1, got {max_frames}")
     if reconnect_timeout < 0:
         raise BadInputError(f"--reconnect-timeout must be non-negative, got {reconnect_timeout}")
+    if threads is not None and threads < 1:
+        raise BadInputError(f"--threads must be at least 1, got {threads}")
     if output is not None:
         check_video_path(Path(output))
     model_path = Path(model) if model is not None else default_model_path()
-    if backend != "triton" and not model_path.exists():
-        raise BadInputError(f"model file not found: {model_path}")
+    if backend != "triton":
+        check_model_path(model_path)
+    check_outputs(*run_outputs(videos, None if backend == "triton" else model_path, output, save_json))
 
     # Sources first: a missing camera or file fails in a second, before a model export.
     demo_frames = max_frames * vid_stride if max_frames else None

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._stderr import quiet_native_stderr
 from ..errors import BadInputError
 from ..evaluation.coco_eval import masks_to_boxes
 from ..model.modelfile import ModelMeta
@@ -96,7 +97,8 @@ class Instances:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR uint8 (handles grayscale, alpha and 16-bit); one-line errors."""
+    """Read an image file as BGR uint8 (H, W, 3), turned upright as its EXIF orientation says
+    (what photo viewers show); grayscale, alpha and 16-bit are handled; one-line errors."""
     import cv2
 
     path = Path(path)
@@ -105,9 +107,12 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise BadInputError(f"image file is empty: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # ANYDEPTH | ANYCOLOR keeps 16-bit and grayscale as stored and, unlike IMREAD_UNCHANGED,
+    # applies the EXIF orientation (alpha is dropped: as_bgr_uint8 drops it anyway).
+    with quiet_native_stderr():
+        img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if img is None:
-        raise BadInputError(f"cannot decode image {path}: not an image OpenCV can read")
+        raise BadInputError(f"cannot decode image {path}: not an image OpenCV can read, or truncated")
     return as_bgr_uint8(img)
 
 

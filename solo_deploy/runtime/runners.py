@@ -14,8 +14,10 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from .._paths import check_model_path
 from ..errors import BadInputError, RuntimeFailure
 from ..model.modelfile import MODEL_SUFFIXES, ModelMeta
+from .devices import device_index, parse_device
 
 log = logging.getLogger("solo_deploy.runtime")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
@@ -45,8 +47,12 @@ class TorchRunner:
         from ..export.wrapper import DeployWrapper
         from ..model.modelfile import build_network
 
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BadInputError("--device cuda asked for, but torch sees no CUDA device here")
+        device = parse_device(device)
+        if device.startswith("cuda"):
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if device_index(device) >= count:
+                raise BadInputError(f"--device {device} asked for, but torch sees "
+                                    f"{count or 'no'} CUDA device{'' if count == 1 else 's'} here")
         if threads:
             torch.set_num_threads(threads)
         net, self.meta = build_network(path)
@@ -81,15 +87,15 @@ def onnx_meta(path: str | Path) -> ModelMeta:
         del onnx
 
 
-def _ort_providers(device: str) -> list[str]:
+def _ort_providers(device: str) -> list[Any]:
     import onnxruntime as ort
 
     if device.startswith("cuda"):
         from .devices import cuda_provider_works
 
         if "CUDAExecutionProvider" in ort.get_available_providers() and cuda_provider_works():
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        raise BadInputError("--device cuda asked for, but ONNX Runtime's CUDA provider does not work here")
+            return [("CUDAExecutionProvider", {"device_id": device_index(device)}), "CPUExecutionProvider"]
+        raise BadInputError(f"--device {device} asked for, but ONNX Runtime's CUDA provider does not work here")
     return ["CPUExecutionProvider"]
 
 
@@ -102,7 +108,7 @@ class OnnxRunner:
         import onnxruntime as ort
 
         self.meta = onnx_meta(path)
-        self.device = device
+        self.device = device = parse_device(device)
         opts = ort.SessionOptions()
         # Fatal only: ORT also logs a load failure natively (multi-line, coloured) on stderr; the
         # same message reaches the user once, as the BadInputError line below.
@@ -156,13 +162,12 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "cpu", th
     a cached export on a CPU (1.6x faster here, see README) or PyTorch on CUDA."""
     if backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    device = parse_device(device)
     if backend == "triton":
         from .triton_client import TritonRunner
 
         return TritonRunner(str(path), url=kwargs.get("url", "localhost:8001"))
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(f"model file not found: {p}")
+    p = check_model_path(path)
     kind = detect_backend(p)
     if backend == "auto":
         backend = kind

@@ -21,7 +21,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .._atomic import atomic_open, atomic_path
+from .. import _atomic
+from .._atomic import DiskFullError, atomic_open, atomic_path
 from ..errors import BadInputError, RuntimeFailure
 from .predictor import Instances
 from .sources import Frame
@@ -30,6 +31,10 @@ log = logging.getLogger("solo_deploy.runtime.sinks")
 
 JSONL_SCHEMA_VERSION = 1
 VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
+# OpenCV's video writers do not report a failed write: on a full disk the MJPG writer leaves a
+# truncated file and the FFmpeg one aborts the process. The sink therefore stops while this much
+# room is left (on top of two raw frames): enough for the container's index at release().
+VIDEO_HEADROOM_BYTES = 4 << 20
 
 
 @dataclass
@@ -127,6 +132,8 @@ class VideoSink(Sink):
             return
         img = result.overlay
         h, w = img.shape[:2]
+        if _atomic.free_bytes(self._file.value) < VIDEO_HEADROOM_BYTES + 2 * img.nbytes:
+            raise DiskFullError(self.path)
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._file.value), fourcc, self.fps, (w, h))
@@ -201,12 +208,17 @@ class JsonlSink(Sink):
 
     def write(self, result: FrameResult) -> None:
         # One write() per line: a reader of the finished file only ever sees complete lines.
-        self._fh.write(json.dumps(self.record(result), separators=(",", ":")) + "\n")
-        self.lines += 1
-        now = time.perf_counter()
-        if now - self._last_flush >= self._flush_every:
-            self._fh.flush()
-            self._last_flush = now
+        try:
+            self._fh.write(json.dumps(self.record(result), separators=(",", ":")) + "\n")
+            self.lines += 1
+            now = time.perf_counter()
+            if now - self._last_flush >= self._flush_every:
+                self._fh.flush()
+                self._last_flush = now
+        except OSError as exc:
+            if _atomic.is_disk_full(exc, self.path):
+                raise DiskFullError(self.path) from None
+            raise
 
     def _close_fh(self) -> None:
         with contextlib.suppress(OSError, ValueError):

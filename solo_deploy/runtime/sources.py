@@ -33,13 +33,13 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 import cv2
 import numpy as np
 
+from .._paths import IMAGE_SUFFIXES
 from ..errors import BadInputError
 
 log = logging.getLogger("solo_deploy.runtime.sources")
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv",
                   ".3gp", ".ogv", ".gif")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 DEFAULT_LIVE_FPS = 30.0  # used for output videos when a live source does not report its rate
 
@@ -541,7 +541,7 @@ def make_source(spec: str, *, reconnect_timeout: float = 30.0, open_timeout: flo
         raise BadInputError("--video is empty: give camN, a video file, a URL, an image folder or glob, or demo")
     if spec.lower() == "demo":
         return DemoSource(n_frames=demo_frames)
-    cam = _CAM_RE.match(spec)
+    cam = _CAM_RE.fullmatch(spec)
     if cam and not Path(spec).is_file():
         return CameraSource(int(cam.group("index") or cam.group("dev")), open_timeout=camera_timeout)
     url = _URL_RE.match(spec)

@@ -208,6 +208,8 @@ class SOLODataModule(pl.LightningDataModule):
 
             root = Path(self.data)
             train = CocoDataset(root / "train" if (root / "train").is_dir() else root)
+            if self.train_images is not None:
+                train = train.take(self.train_images)
             if list(train.class_names) != self.class_names:
                 from ..errors import BadInputError
 
