@@ -108,3 +108,26 @@ def test_lowest_supported_typer(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "d" / "annotations.json").is_file()
     assert Path(solo_deploy_exe()).exists()
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["eval", "m.safetensors", "--data", "cocoo"], ["not found", "cocoo"]),
+    (["eval", "m.safetensor"], ["not found", "m.safetensor"]),
+    (["run", "--video", "clip.mp5", "--model", "m.safetensors"], ["not found", "clip.mp5"]),
+    (["run", "--video", "cam7", "--model", "m.safetensors"], ["camera 7"]),
+    (["predict", "m.safetensors", "--source", "photos", "--backend", "onnxrutime"], ["onnxrutime", "onnxruntime"]),
+    (["train", "--preset", "solov2-cpu-r81", "-o", "r"], ["solov2-cpu-r81", "solov2-cpu-r18"]),
+    (["calibrate", "m.safetensors", "-o", "c", "--method", "minmx"], ["minmx", "minmax"]),
+    (["export", "m.safetensors", "-o", "x.onnx", "--format", "onx"], ["onx", "onnx"]),
+    (["eval", "m.safetensors", "--log-level", "verbose"], ["verbose", "debug"]),
+], ids=lambda v: " ".join(v[:2]) if isinstance(v, list) and v and v[0] in (
+    "eval", "run", "predict", "train", "calibrate", "export") else None)
+def test_typos_name_what_was_typed_and_what_exists(args, needles, tmp_path):
+    """Typos in file names and choices: one line that names the typo (and the right choices)."""
+    import cv2
+    import numpy as np
+
+    (tmp_path / "m.safetensors").write_bytes(b"")  # typos are caught before the model is read
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "p.png"), np.zeros((8, 8, 3), np.uint8))
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), 2, *needles)
