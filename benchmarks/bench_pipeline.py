@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from solo_deploy._atomic import write_json
-from solo_deploy.runtime.pipeline import Pipeline, build_predictor
+from solo_deploy.app.run import build_predictor
+from solo_deploy.runtime.pipeline import Pipeline
 from solo_deploy.runtime.sinks import JsonlSink, Sink, VideoSink
 from solo_deploy.runtime.sources import IterableSource, open_source
 

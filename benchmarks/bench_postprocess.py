@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from solo_deploy._atomic import write_json
-from solo_deploy.model.config import PRESETS, PostprocessConfig
+from solo_deploy.core.config import PRESETS, PostprocessConfig
 from solo_deploy.runtime.postprocess import cell_info, postprocess_single
 
 
@@ -125,7 +125,9 @@ def bench_vectorised_vs_reference(candidates: int, preset: str, input_size: int,
     hw4 = (input_size // 4, input_size // 4)
     scores, kernels, feat = raw_outputs(0, mc.grids, 4, mc.kernel_channels, hw4, candidates)
     cells = cell_info(mc.grids, mc.strides, 1)
-    vec = lambda: postprocess_single(scores, kernels, [feat], cells, cfg, (input_size, input_size))
+    def vec():
+        return postprocess_single(scores, kernels, [feat], cells, cfg, (input_size, input_size))
+
     det = vec()  # warm-up (imports, cached matrices)
     ref_out: list = []
     # Interleaved and best-of: on a shared machine the minimum is the least disturbed run of each.
@@ -139,20 +141,31 @@ def bench_vectorised_vs_reference(candidates: int, preset: str, input_size: int,
     agree = (len(det) == len(ref_labels) and np.array_equal(np.asarray(det.labels), ref_labels)
              and np.allclose(np.asarray(det.scores), ref_scores, rtol=1e-4, atol=1e-5))
     best_vec, best_ref = min(t_vec), min(t_ref)
-    return {"candidates": candidates, "preset": preset, "mask_hw": list(hw4), "kernel_len": mc.kernel_channels,
-            "instances_out": len(det), "vectorised_ms": round(best_vec * 1e3, 2),
-            "vectorised_median_ms": round(statistics.median(t_vec) * 1e3, 2), "reference_ms": round(best_ref * 1e3, 1),
-            "vectorised_runs": len(t_vec), "reference_runs": len(t_ref), "reference_median_ms": round(statistics.median(t_ref) * 1e3, 1),
-            "speedup": round(best_ref / best_vec, 1), "median_speedup": round(statistics.median(t_ref) / statistics.median(t_vec), 1),
-            "goal_speedup": 20.0, "same_result": bool(agree)}
+    return {
+        "candidates": candidates,
+        "preset": preset,
+        "mask_hw": list(hw4),
+        "kernel_len": mc.kernel_channels,
+        "instances_out": len(det),
+        "vectorised_ms": round(best_vec * 1e3, 2),
+        "vectorised_median_ms": round(statistics.median(t_vec) * 1e3, 2),
+        "reference_ms": round(best_ref * 1e3, 1),
+        "vectorised_runs": len(t_vec),
+        "reference_runs": len(t_ref),
+        "reference_median_ms": round(statistics.median(t_ref) * 1e3, 1),
+        "speedup": round(best_ref / best_vec, 1),
+        "median_speedup": round(statistics.median(t_ref) / statistics.median(t_vec), 1),
+        "goal_speedup": 20.0,
+        "same_result": bool(agree),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Share of the per-frame time
 # ---------------------------------------------------------------------------------------------
 def bench_share(model: str, backend: str, frames: int, threads: int | None) -> dict:
+    from solo_deploy.app.run import build_predictor
     from solo_deploy.data.synthetic import SPLITS, render_video_frames
-    from solo_deploy.runtime.pipeline import build_predictor
 
     pred = build_predictor(model, backend=backend, threads=threads)
     images = [img for img, _, _ in render_video_frames(SPLITS["demo"].seed, frames)]

@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             s.kill()
             s.wait()
 
-        records = [json.loads(x) for x in (tmp / "out.jsonl").read_text().splitlines()] if (tmp / "out.jsonl").exists() else []
+        records = (
+            [json.loads(x) for x in (tmp / "out.jsonl").read_text().splitlines()]
+            if (tmp / "out.jsonl").exists()
+            else []
+        )
         walls = [r["wall_time"] for r in records]
         gaps = [(round(walls[i - 1] - walls[0], 2), round(walls[i] - walls[i - 1], 2))
                 for i in range(1, len(walls)) if walls[i] - walls[i - 1] > 1.0]

@@ -34,7 +34,7 @@ def rss_mb() -> float:
 
 def tiny_model(path: Path, imgsz: int) -> Path:
     """A random-weight SOLOv2 R18 with a thin head (the tests' tiny model), saved as a model file."""
-    from solo_deploy.model.config import get_preset
+    from solo_deploy.core.config import get_preset
     from solo_deploy.model.modelfile import ModelMeta, save_model_file
     from solo_deploy.model.network import SOLONet
     from solo_deploy.preprocess import PreprocessSpec
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--frames must be at least {WARMUP_FRAMES + 2 * WINDOW}")
 
     from solo_deploy._atomic import write_json
-    from solo_deploy.runtime.pipeline import Pipeline, build_predictor
+    from solo_deploy.app.run import build_predictor
+    from solo_deploy.runtime.pipeline import Pipeline
     from solo_deploy.runtime.sinks import JsonlSink, Sink
     from solo_deploy.runtime.sources import DemoSource
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         summary = pipe.run(handle_signals=True, warmup=True)
         wall = time.perf_counter() - t0
-        jsonl_lines = sum(1 for _ in open(Path(tmp) / "soak.jsonl"))
+        with open(Path(tmp) / "soak.jsonl") as fh:
+            jsonl_lines = sum(1 for _ in fh)
 
     lat = np.asarray(probe.latency_ms)
     n = len(lat)

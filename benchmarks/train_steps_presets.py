@@ -22,9 +22,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from solo_deploy._atomic import write_json
+    from solo_deploy.core.config import get_preset
     from solo_deploy.data.synthetic import SyntheticDataset
     from solo_deploy.data.transforms import EvalTransform, collate
-    from solo_deploy.model.config import get_preset
     from solo_deploy.model.network import SOLONet
     from solo_deploy.preprocess import PreprocessSpec
     from solo_deploy.training.losses import solo_loss

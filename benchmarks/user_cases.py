@@ -38,9 +38,9 @@ def make_inputs(root: Path) -> dict[str, str]:
     """Tiny model, COCO folder, video, photos (one with EXIF orientation 6, one truncated PNG)."""
     import cv2
     import numpy as np
-
     from cli_helpers import write_exif_jpeg
     from conftest import tiny_config
+
     from solo_deploy.model.modelfile import ModelMeta, save_model_file
     from solo_deploy.model.network import SOLONet
     from solo_deploy.preprocess import PreprocessSpec

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.1"
+from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime.predictor import Predictor
 
 
-def load(model: str, backend: str = "auto", device: str = "cpu", **kwargs: Any) -> "Predictor":
+def load(model: str, backend: str = "auto", device: str = "cpu", **kwargs: Any) -> Predictor:
     """Load a model file (.ckpt, .solo, .onnx, .engine) for inference: ``load(path).predict(image)``."""
-    from .runtime.predictor import Predictor
+    from .app.models import load as _load
 
-    return Predictor.from_file(model, backend=backend, device=device, **kwargs)
+    return _load(model, backend=backend, device=device, **kwargs)
 
 
 __all__ = ["__version__", "load"]

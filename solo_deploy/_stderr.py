@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 # Lines that decoders print on a corrupt or truncated file.
 _NOISE = re.compile(rb"^(libpng (error|warning)|Corrupt JPEG data|Premature end of JPEG file|Not a JPEG file|"
@@ -31,7 +31,7 @@ def quiet_native_stderr() -> Iterator[None]:
     with _LOCK:
         try:
             saved = os.dup(2)
-            sink = tempfile.TemporaryFile()
+            sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after fd 2 is back
         except OSError:  # no spare descriptors or no temp space: let the noise through
             yield
             return

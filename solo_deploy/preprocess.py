@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ._lazy import lazy_import
+from .errors import BadInputError
+
+cv2 = lazy_import("cv2")
+
 # ImageNet statistics in RGB order, as torchvision and the SOLO reference configs use.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -44,14 +49,10 @@ class PreprocessSpec:
     def __post_init__(self) -> None:
         h, w = self.input_hw
         if h <= 0 or w <= 0 or h % self.size_divisor or w % self.size_divisor:
-            from .errors import BadInputError
-
             raise BadInputError(
                 f"input size {h}x{w} is invalid: both sides must be positive multiples of {self.size_divisor}"
             )
         if self.resize != "letterbox" or self.pad_anchor != "top-left":
-            from .errors import BadInputError
-
             raise BadInputError(f"unsupported resize rule {self.resize!r} / pad anchor {self.pad_anchor!r}")
 
     # -- serialisation -------------------------------------------------------------------------
@@ -63,14 +64,14 @@ class PreprocessSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
         d = dict(d)
         for key in ("input_hw", "mean", "std"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def with_size(self, input_hw: tuple[int, int] | None) -> "PreprocessSpec":
+    def with_size(self, input_hw: tuple[int, int] | None) -> PreprocessSpec:
         if input_hw is None or tuple(input_hw) == tuple(self.input_hw):
             return self
         d = self.to_dict()
@@ -82,8 +83,6 @@ class PreprocessSpec:
         """The letterbox geometry for an image of size ``orig_hw``."""
         h, w = int(orig_hw[0]), int(orig_hw[1])
         if h <= 0 or w <= 0:
-            from .errors import BadInputError
-
             raise BadInputError(f"image has an empty size {h}x{w}")
         ih, iw = self.input_hw
         scale = min(ih / h, iw / w)
@@ -92,8 +91,6 @@ class PreprocessSpec:
 
     def letterbox(self, image_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """BGR uint8 (H, W, 3) -> RGB uint8 (input_h, input_w, 3) and its ``Letterbox``."""
-        import cv2
-
         image_bgr = as_bgr_uint8(image_bgr)
         lb = self.plan(image_bgr.shape[:2])
         rh, rw = lb.resized_hw
@@ -118,8 +115,6 @@ class PreprocessSpec:
 
         Crops the padding, then resizes to the original image size (bilinear).
         """
-        import cv2
-
         rh, rw = lb.resized_hw
         h, w = lb.orig_hw
         cropped = masks_input[:, :rh, :rw]
@@ -140,8 +135,6 @@ class PreprocessSpec:
 
 def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
     """Bring grayscale, RGBA/BGRA and 16-bit images to BGR uint8 (H, W, 3); reject the rest."""
-    from .errors import BadInputError
-
     if not isinstance(image, np.ndarray):
         raise BadInputError(f"expected an image array, got {type(image).__name__}")
     if image.ndim == 2:

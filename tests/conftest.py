@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# As the console entry does for users (solo_deploy.cli.app.main): OpenCV's and FFmpeg's own log
+# lines stay off stderr in tests that run sources in-process.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("SOLO_DEPLOY_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), "solo-deploy-test-cache"))
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -25,7 +29,7 @@ def tiny_config(arch: str = "solov2", backbone: str = "resnet18", num_classes: i
     """A few-thousand-FLOP stand-in of a preset: same arch and backbone, thin head, small grids."""
     from dataclasses import replace
 
-    from solo_deploy.model.config import get_preset
+    from solo_deploy.core.config import get_preset
 
     base = get_preset("solo-r50" if arch == "solo" else "solov2-light-r18", num_classes=num_classes)
     return replace(base, backbone=backbone, fpn_channels=32, head_channels=32, mask_channels=16,

@@ -127,9 +127,9 @@ def originals(tmp_path_factory):
 
     from solo_deploy.calibration.trt_cache import write_cache
     from solo_deploy.export.onnx_export import export_onnx
-    from solo_deploy.export.tensorrt import SIDECAR_FORMAT, SIDECAR_SCHEMA
     from solo_deploy.model.modelfile import save_model_file
     from solo_deploy.model.network import SOLONet
+    from solo_deploy.runtime.tensorrt import SIDECAR_FORMAT, SIDECAR_SCHEMA
 
     d = tmp_path_factory.mktemp("originals")
     meta = tiny_meta()
@@ -174,7 +174,7 @@ def _load_onnx(path: Path):
 
 
 def _load_engine(engine: Path):
-    from solo_deploy.export.tensorrt import TensorRTRunner, check_engine_sidecar, read_sidecar
+    from solo_deploy.runtime.tensorrt import TensorRTRunner, check_engine_sidecar, read_sidecar
 
     data = read_sidecar(engine)
     check_engine_sidecar(data, "10.3.0", {"name": "NVIDIA H100", "compute_capability": [9, 0]}, engine=str(engine))
@@ -427,9 +427,9 @@ def make_image(kind: str, folder: Path) -> tuple[Path, tuple[int, int] | None]:
 
 @pytest.fixture(scope="module")
 def torch_predictor(originals):
-    from solo_deploy.runtime.predictor import Predictor
+    from solo_deploy.app.models import load
 
-    return Predictor.from_file(originals["safetensors"], backend="torch")
+    return load(originals["safetensors"], backend="torch")
 
 
 def _peak_rss_mib() -> float:

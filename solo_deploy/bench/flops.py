@@ -1,7 +1,7 @@
 """What a model costs per image: FLOPs and the bytes it must move.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` run over the deployed module
-(:class:`~solo_deploy.export.wrapper.DeployWrapper`, i.e. exactly what the exported graphs
+(:class:`~solo_deploy.model.deploy.DeployWrapper`, i.e. exactly what the exported graphs
 compute) at the benchmark's input size. The counter has formulas for convolutions and matrix
 products only and counts a multiply-add as 2 FLOPs; element-wise work (normalisation,
 activations, GroupNorm) is not counted. That is the work a GEMM ceiling bounds, which is what
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..model.config import ModelConfig
+    from ..core.config import ModelConfig
     from ..preprocess import PreprocessSpec
 
 __all__ = ["ModelCost", "conv2d_flops", "count_flops", "model_cost", "onnx_weight_bytes"]
@@ -39,13 +39,13 @@ def conv2d_flops(batch: int, c_in: int, c_out: int, h_out: int, w_out: int, k_h:
     return 2 * batch * c_out * h_out * w_out * (c_in // groups) * k_h * k_w
 
 
-def count_flops(module: "torch.nn.Module", *inputs: Any) -> tuple[int, dict[str, int]]:
+def count_flops(module: torch.nn.Module, *inputs: Any) -> tuple[int, dict[str, int]]:
     """FLOPs of ``module(*inputs)`` and their split by operator (``convolution``, ``mm`` ...)."""
     flops, by_op, _ = _count(module, *inputs)
     return flops, by_op
 
 
-def _count(module: "torch.nn.Module", *inputs: Any) -> tuple[int, dict[str, int], Any]:
+def _count(module: torch.nn.Module, *inputs: Any) -> tuple[int, dict[str, int], Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -81,20 +81,22 @@ class ModelCost:
         d["gflops_per_image"] = round(self.flops_per_image / 1e9, 6)
         d["io_bytes_per_image"] = self.io_bytes_per_image
         # FLOPs per byte of the unavoidable traffic (fp32 weights once + I/O of one image).
-        d["arithmetic_intensity"] = round(self.flops_per_image / max(1, self.weight_bytes_fp32 + self.io_bytes_per_image), 3)
+        d["arithmetic_intensity"] = round(
+            self.flops_per_image / max(1, self.weight_bytes_fp32 + self.io_bytes_per_image), 3
+        )
         return d
 
 
-def _nbytes(t: "torch.Tensor") -> int:
+def _nbytes(t: torch.Tensor) -> int:
     return int(t.numel()) * int(t.element_size())
 
 
-def model_cost(cfg: "ModelConfig", spec: "PreprocessSpec", input_hw: tuple[int, int] | None = None) -> ModelCost:
+def model_cost(cfg: ModelConfig, spec: PreprocessSpec, input_hw: tuple[int, int] | None = None) -> ModelCost:
     """FLOPs, parameters and bytes of the deployed network for ``cfg`` at ``input_hw`` (H, W)."""
     import torch
     from torch import nn
 
-    from ..export.wrapper import DeployWrapper
+    from ..model.deploy import DeployWrapper
     from ..model.network import SOLONet
 
     spec = spec.with_size(tuple(input_hw) if input_hw is not None else None)

@@ -25,7 +25,7 @@ def plot_bench(result: dict[str, Any], path: str | os.PathLike[str], title: str 
     matplotlib.use("Agg")  # no display needed; must precede pyplot
     import matplotlib.pyplot as plt
 
-    from .core import STAGES
+    from .common import STAGES
 
     rows = [r for m in result["models"] for r in m["rows"] if r["status"] == "ok"]
     skipped = [r for m in result["models"] for r in m["rows"] if r["status"] != "ok"]

@@ -7,9 +7,9 @@ here lazily.
 """
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_exports
 
-__all__ = ["FILES", "KEY_FILE", "METHODS", "calibrate"]
+__all__ = ["FILES", "KEY_FILE", "METHODS", "CalibrationSettings", "calibrate"]
 
 METHODS = ("minmax", "entropy", "percentile")  # MinMax default: entropy is known to hurt detection heads
 
@@ -25,9 +25,4 @@ FILES = {
 KEY_FILE = FILES["cache"] + ".key.json"  # sidecar: model hash, data hash, method, images
 
 
-def __getattr__(name: str) -> Any:
-    if name == "calibrate":
-        from .quantize import calibrate
-
-        return calibrate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"calibrate": ".quantize", "CalibrationSettings": ".settings"})

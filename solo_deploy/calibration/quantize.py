@@ -34,8 +34,9 @@ Two targets from the same ranges:
   weights saturated there: output error of the fused model 3-4x that of the same graph run
   unfused (toy net: 10% vs 2% relative error on one output), gone with 7-bit weights, at no
   speed cost (422 vs 470 ms, same run as below). Layers feeding graph outputs (SOLO's
-  ``cate_out``/``kernel_out``/``mask_out``) stay FP32 so the outputs are not rounded to 8 bits. Measured on the 2-core AVX2 machine (solov2-cpu-r18 at 256x256, random
-  weights, 1 thread, interleaved medians): FP32 657 ms; Conv-only Q/DQ 404 ms (1.63x);
+  ``cate_out``/``kernel_out``/``mask_out``) stay FP32 so the outputs are not rounded to 8 bits.
+  Measured on the 2-core AVX2 machine (solov2-cpu-r18 at 256x256, random weights, 1 thread,
+  interleaved medians): FP32 657 ms; Conv-only Q/DQ 404 ms (1.63x);
   every ORT-supported op 383 ms (1.72x); the symmetric TensorRT graph on ORT CPU 684 ms (no
   fusion without an output Q). We take the Conv-only placement: 95% of the speed-up while
   GroupNorm, sigmoid, resize and elementwise math stay FP32.
@@ -57,20 +58,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BadInputError, RuntimeFailure
+from ..errors import BadInputError, RuntimeFailure, one_line
 from . import FILES, KEY_FILE, METHODS
+from .settings import CalibrationSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
     from onnxruntime.quantization import TensorsData
 
-    from ..model.modelfile import ModelMeta
+    from ..core.meta import ModelMeta
+    from .data import CalibrationImages
     from .guard import GuardResult
 
 log = logging.getLogger("solo_deploy.calibration")
@@ -78,6 +81,7 @@ log = logging.getLogger("solo_deploy.calibration")
 __all__ = [
     "TARGETS",
     "CalibrationResult",
+    "CalibrationSettings",
     "calibrate",
     "collect_ranges",
     "load_fp32_onnx",
@@ -135,9 +139,6 @@ def _quiet_ort_quantization() -> Iterator[None]:
             log.debug("onnxruntime.quantization: %s", line)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +149,8 @@ def load_fp32_onnx(path: str | Path) -> tuple[ModelMeta, onnx.ModelProto]:
 
     BadInputError for a file that is not ONNX, not a solo-deploy export, already quantized, or FP16.
     """
+    from ..core.meta import ModelMeta
     from ..export.onnx_checks import external_data_locations, load_onnx_checked
-    from ..model.modelfile import ModelMeta
 
     path = Path(path)
     model = load_onnx_checked(path, load_external=False)  # one-line errors for missing/corrupt files
@@ -181,7 +182,7 @@ def load_fp32_onnx(path: str | Path) -> tuple[ModelMeta, onnx.ModelProto]:
 def resolve_model(model: str | Path, progress: Callable[[str], None] | None = None) -> Path:
     """An FP32 solo-deploy ONNX for ``model``: the file itself, or the cached FP32 export of a
     ``.safetensors``/``.ckpt`` (``export_onnx``, float32, batch 1, parity-checked)."""
-    from ..model.modelfile import MODEL_SUFFIXES
+    from ..core.meta import MODEL_SUFFIXES
 
     p = Path(model)
     if not p.exists():
@@ -355,9 +356,13 @@ def collect_ranges(model_path: str | Path, images: np.ndarray, method: str = "mi
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="solo-deploy-calib-") as tmp, _quiet_ort_quantization():
         try:
-            calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                           calibrate_method=_method_enum(method),
-                                           extra_options=_calibrator_options(method))
+            calibrator = create_calibrator(
+                Path(model_path),
+                None,
+                augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                calibrate_method=_method_enum(method),
+                extra_options=_calibrator_options(method),
+            )
             # Rebuild the session with our thread count (create_calibrator uses ORT's default).
             opts = _session_options(threads)
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
@@ -372,7 +377,7 @@ def collect_ranges(model_path: str | Path, images: np.ndarray, method: str = "mi
         except BadInputError:
             raise
         except Exception as exc:  # noqa: BLE001 - ORT raises its own types (Fail, InvalidArgument, ...)
-            raise RuntimeFailure(f"calibration failed in onnxruntime: {_one_line(exc)}") from None
+            raise RuntimeFailure(f"calibration failed in onnxruntime: {one_line(exc)}") from None
     if not isinstance(ranges, TensorsData) or not len(ranges.data):
         raise RuntimeFailure("calibration produced no tensor ranges")
     log.info("calibrated %d tensors on %d images (%s) in %.1f s", len(ranges.data), len(batches) * batch, method,
@@ -409,7 +414,7 @@ def quantize_target(fp32_path: str | Path, ranges_path: str | Path, output: str 
                             nodes_to_exclude=list(nodes_to_exclude), calibrate_method=_method_enum(method),
                             extra_options=dict(cfg["extra_options"]), calibration_cache_path=str(ranges_path))
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"quantize_static ({target}) failed: {_one_line(exc)}") from None
+            raise RuntimeFailure(f"quantize_static ({target}) failed: {one_line(exc)}") from None
     excluded_compute = set(nodes_to_exclude) & set(_compute_node_names(fp32_path))
     if excluded_compute:
         _float_inputs_for(Path(output), excluded_compute)
@@ -473,7 +478,7 @@ def _finalize(path: Path, source_props: dict[str, str], quantization: dict[str, 
     boundary (uint8 in, float32 out) and validate it."""
     import onnx
 
-    from .. import __version__
+    from .._version import __version__
 
     model = onnx.load(str(path))
     extra = {p.key: p.value for p in model.metadata_props if p.key not in source_props}
@@ -493,7 +498,7 @@ def _finalize(path: Path, source_props: dict[str, str], quantization: dict[str, 
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeFailure(f"the quantized {quantization['target']} graph is invalid: {_one_line(exc)}") from None
+        raise RuntimeFailure(f"the quantized {quantization['target']} graph is invalid: {one_line(exc)}") from None
     onnx.save_model(model, str(path))
 
 
@@ -576,7 +581,7 @@ def make_evaluator(data: str, split: str, images: int | None, threads: int | Non
     (first ``images``)."""
 
     def evaluate(path: Path) -> float:
-        from ..evaluation.model_eval import evaluate_model
+        from ..app.evaluate import evaluate_model
         from ..runtime.runners import OnnxRunner
 
         m = evaluate_model(path, data=data, split=split, images=images,
@@ -584,17 +589,6 @@ def make_evaluator(data: str, split: str, images: int | None, threads: int | Non
         return float(m["AP"])
 
     return evaluate
-
-
-def _check_eval_data(meta: ModelMeta, data: str, split: str) -> None:
-    """Fail before the (slow) calibration when the evaluation set cannot score this model."""
-    from ..evaluation.model_eval import load_eval_data
-
-    _, _, class_names, _ = load_eval_data(data, split, 1)
-    if len(class_names) != len(meta.class_names):
-        raise BadInputError(f"the model knows {len(meta.class_names)} classes ({', '.join(meta.class_names)}) but the "
-                            f"evaluation data {data}:{split} has {len(class_names)}: pass --eval-data with the model's "
-                            f"own validation set, or --eval-images 0 to skip the accuracy check")
 
 
 def _reusable(out_dir: Path, key: dict[str, Any]) -> TensorsData | None:
@@ -645,200 +639,333 @@ def _commit(stage: Path, out_dir: Path, names: Sequence[str]) -> None:
         os.replace(stage / name, out_dir / name)
 
 
-def calibrate(model: str | Path, data: str | Path = "synthetic", out_dir: str | Path = "calibration", *,
-              images: int | None = None, method: str = "minmax", max_ap_drop: float = 1.0,
-              eval_data: str = "synthetic", eval_split: str = "val", eval_images: int = 100,
-              force: bool = False, video_stride: int | None = None, threads: int | None = None,
-              evaluate_fn: Callable[[Path], float] | None = None, max_tries: int = 5, guard_budget_s: float = 1200.0,
-              bench_runs: int = 20, reduce_range: bool = True, trt_version: str = "10.x",
-              min_images: int | None = None, progress: Callable[[str], None] | None = None,
-              device: str = "cpu") -> CalibrationResult:
+def calibrate(model: str | Path, data: str | Path = "synthetic", out_dir: str | Path = "calibration",
+              settings: CalibrationSettings | None = None, **overrides: Any) -> CalibrationResult:
     """Calibrate ``model`` on ``data`` and write the INT8 models, cache and report into ``out_dir``.
 
     ``model``: a solo-deploy FP32 ONNX or a ``.safetensors``/``.ckpt`` (exported first).
     ``data``: image folder, video, COCO data set or ``synthetic`` (the calib split).
-    ``max_ap_drop``: accuracy guard in mask-AP points, checked on ``eval_data``/``eval_split``
-    (first ``eval_images``; 0 disables the AP check and the guard). ``evaluate_fn(path) -> AP``
-    replaces the built-in evaluation (tests, custom metrics); ``device`` is where ONNX Runtime
-    runs it (``cpu`` or ``cuda:N``). Nothing is written on failure.
+    ``settings``: every other option (:class:`CalibrationSettings`, default: all defaults);
+    ``overrides``: keyword arguments naming its fields (``max_ap_drop=0.5``, ``threads=1``, ...),
+    applied on top with ``dataclasses.replace``. ``max_ap_drop``: accuracy guard in mask-AP points,
+    checked on ``eval_data``/``eval_split`` (first ``eval_images``; 0 disables the AP check and the
+    guard). ``evaluate_fn(path) -> AP`` replaces the built-in evaluation (tests, custom metrics);
+    ``device`` is where ONNX Runtime runs it (``cpu`` or ``cuda:N``). Nothing is written on failure.
     """
-    from .. import __version__
-    from ..model.modelfile import file_sha256
-    from .data import DEFAULT_IMAGES, MIN_IMAGES, load_calibration_images
-    from .guard import exclusion_schedule, rank_sensitivity, run_guard
-    from .report import build_report
-    from .trt_cache import header, read_cache, scales_from_ranges, write_cache, write_key
-
     t_start = time.perf_counter()
-    say = progress or (lambda msg: log.info("%s", msg))
+    s = _merge_settings(settings, overrides)
+    say = s.progress or (lambda msg: log.info("%s", msg))
+    out_dir = _output_folder(out_dir)
+    src = _load_source(model, say)
+    _check_eval_data(src.meta, s)
+    calib = _load_images(data, src.meta, s, say)
+    evaluate = s.evaluate_fn or make_evaluator(s.eval_data, s.eval_split, s.eval_images or None, s.threads, s.device)
+    with _staging(out_dir) as stage, tempfile.TemporaryDirectory(prefix="solo-deploy-quant-") as work_dir:
+        ranges = _calibration_ranges(src, calib, s, out_dir, stage, say)
+        quant = _quantize_models(src, calib, ranges, s, evaluate, Path(work_dir), stage, say)
+        accuracy = _final_accuracy(quant, s, evaluate, say)
+        latency = _time_models(src, quant.cpu_path, calib, s, say)
+        report = _write_report(str(model), src, calib, ranges, quant, accuracy, latency, s, stage, t_start)
+        _commit(stage, out_dir, [*ranges.staged, *quant.staged, FILES["report"]])
+    return _result(out_dir, report, ranges.reused, quant.guard, s.max_ap_drop, t_start)
+
+
+# ---------------------------------------------------------------------------------------------
+# The phases of calibrate, in order
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Source:
+    """The FP32 model being calibrated and what the phases take from its graph."""
+
+    path: Path  # the FP32 ONNX: the model itself, or the cached export of a .safetensors/.ckpt
+    meta: ModelMeta
+    props: dict[str, str]  # its metadata_props, copied into the INT8 models
+    sha256: str
+    batch: int  # the batch fed to the model: its static batch, or 1 when dynamic
+    pre_nodes: list[str]  # preprocessing before the first Conv: FP32 in both models
+    const_elementwise: list[str]  # Add/Sub/Mul/Div with a constant operand: FP32 in the TensorRT model
+    output_layers: list[str]  # compute layers feeding graph outputs: FP32 in the CPU model
+    candidates: list[str]  # compute layers the accuracy guard may keep FP32
+
+
+@dataclass
+class _Ranges:
+    """The calibration ranges a run quantizes from, computed now or reused from ``out_dir``."""
+
+    path: Path  # calibration.ranges.json: in out_dir when reused, else staged
+    key: dict[str, Any]  # what they were computed from (the cache key)
+    reused: bool
+    n_tensors: int
+    seconds: float  # calibration (or reuse) time
+    staged: list[str]  # the files this phase put into the staging folder, in commit order
+
+
+@dataclass
+class _Quantized:
+    """The two staged Q/DQ models, the layers kept FP32 and the guard's outcome."""
+
+    cpu_path: Path
+    trt_path: Path
+    excluded: tuple[str, ...]  # layers the guard kept FP32 (both models)
+    guard: GuardResult | None  # None without an AP check
+    ap_fp32: float | None
+    staged: list[str] = field(default_factory=lambda: [FILES["cpu"], FILES["trt"]])
+
+
+def _merge_settings(settings: CalibrationSettings | None, overrides: dict[str, Any]) -> CalibrationSettings:
+    """``settings`` (default: all defaults) with the keyword ``overrides`` of :func:`calibrate` applied.
+
+    TypeError for a keyword that names no setting, as for an unknown parameter; BadInputError
+    (from :meth:`CalibrationSettings.validate`) for an invalid value.
+    """
+    if settings is not None and not isinstance(settings, CalibrationSettings):
+        raise TypeError(f"calibrate() settings must be a CalibrationSettings, got {type(settings).__name__}")
+    known = {f.name for f in fields(CalibrationSettings)}
+    for name in overrides:
+        if name not in known:
+            raise TypeError(f"calibrate() got an unexpected keyword argument {name!r}")
+    if settings is None:  # validated once, as the parameters were
+        return CalibrationSettings(**overrides)
+    return replace(settings, **overrides) if overrides else settings
+
+
+def _output_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path; BadInputError when it exists and is not a folder."""
     out_dir = Path(out_dir)
-    if method not in METHODS:
-        raise BadInputError(f"unknown --method {method!r}: choose {', '.join(METHODS)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"output {out_dir} exists and is not a folder")
-    if not (max_ap_drop >= 0):
-        raise BadInputError(f"--max-ap-drop must be a non-negative number of AP points, got {max_ap_drop}")
-    if eval_images < 0 or max_tries < 1 or bench_runs < 0:
-        raise BadInputError("--eval-images and bench runs must be >= 0, max tries >= 1")
-    header(method, trt_version)  # a bad --trt-version fails now, not after the calibration
-    n_images = DEFAULT_IMAGES if images is None else images
-    min_images = MIN_IMAGES if min_images is None else min_images
+    return out_dir
+
+
+def _load_source(model: str | Path, say: Callable[[str], None]) -> _Source:
+    """Phase 1: resolve ``model`` to its FP32 ONNX (exporting a .safetensors/.ckpt), validate and
+    analyse it; -> :class:`_Source` (path, metadata, hash, batch, FP32-kept and candidate layers)."""
+    from ..core.meta import file_sha256
 
     fp32_path = resolve_model(model, progress=say)
     meta, graph = load_fp32_onnx(fp32_path)
     if not _named(graph):
         raise BadInputError(f"{fp32_path}: graph nodes must have unique names (solo-deploy exports do); re-export it")
-    source_props = {p.key: p.value for p in graph.metadata_props}
-    evaluating = evaluate_fn is not None or eval_images > 0
-    if evaluate_fn is None and eval_images > 0:
-        _check_eval_data(meta, eval_data, eval_split)
-    calib = load_calibration_images(data, meta.preprocess, n_images, force=force, minimum=min_images,
-                                    video_stride=video_stride, progress=say)
-    _, batch = _input_batch(graph)
     pre_nodes, const_elementwise = default_exclusions(graph)
     cpu_fp32_outputs = output_layers(graph)
-    candidates = compute_nodes(graph, [*pre_nodes, *cpu_fp32_outputs])
-    model_sha = file_sha256(fp32_path)
-    key = {"format": "solo-deploy-calibration-key/1", "model_sha256": model_sha, "data_sha256": calib.sha256,
-           "method": method, "images": calib.count, "input_hw": list(meta.preprocess.input_hw)}
-    threads_used = int(threads) if threads else (os.cpu_count() or 1)
-    evaluate = evaluate_fn or make_evaluator(eval_data, eval_split, eval_images or None, threads, device)
+    return _Source(path=fp32_path, meta=meta, props={p.key: p.value for p in graph.metadata_props},
+                   sha256=file_sha256(fp32_path), batch=_input_batch(graph)[1], pre_nodes=pre_nodes,
+                   const_elementwise=const_elementwise, output_layers=cpu_fp32_outputs,
+                   candidates=compute_nodes(graph, [*pre_nodes, *cpu_fp32_outputs]))
 
-    with _staging(out_dir) as stage, tempfile.TemporaryDirectory(prefix="solo-deploy-quant-") as work_dir:
-        work = Path(work_dir)
-        staged: list[str] = []
 
-        # -- 1. ranges: reuse or the one calibration pass ---------------------------------------
-        t0 = time.perf_counter()
-        td = _reusable(out_dir, key)
-        reused = td is not None
-        if reused:
-            say(f"reusing the calibration cache in {out_dir} (same model, data and method)")
-            ranges_path = out_dir / FILES["ranges"]
-            head, scales = read_cache(out_dir / FILES["cache"])
-            if head != header(method, trt_version):  # another TensorRT target: same scales, new header
-                write_cache(stage / FILES["cache"], scales, method, trt_version)
-                staged.append(FILES["cache"])
-        else:
-            from onnxruntime.quantization import save_tensors_data
+def _check_eval_data(meta: ModelMeta, s: CalibrationSettings) -> None:
+    """Fail before the (slow) calibration when the evaluation set cannot score this model; -> None.
 
-            say(f"calibrating ({method}) on {calib.count} images")
-            td = collect_ranges(fp32_path, calib.images, method, threads=threads, progress=say)
-            ranges_path = stage / FILES["ranges"]
-            save_tensors_data(td, ranges_path)
-            scales = scales_from_ranges(tensor_ranges(td))
-            write_cache(stage / FILES["cache"], scales, method, trt_version)
-            write_key(stage / FILES["cache"], key)
-            staged += [FILES["ranges"], FILES["cache"], KEY_FILE]
-        calib_seconds = time.perf_counter() - t0
-        n_tensors = len(td.data)
+    Only for the built-in evaluation (no ``evaluate_fn``) with ``eval_images`` > 0.
+    """
+    if s.evaluate_fn is not None or s.eval_images <= 0:
+        return
+    from ..data.splits import open_split
 
-        # The TensorRT cache names tensors of this exact FP32 graph: ship the graph beside it.
-        fp32_out = out_dir / FILES["fp32"]
-        if not (fp32_out.is_file() and file_sha256(fp32_out) == model_sha):
-            shutil.copyfile(fp32_path, stage / FILES["fp32"])
-            staged.append(FILES["fp32"])
+    data, split = s.eval_data, s.eval_split
+    _, _, class_names, _ = open_split(data, split, 1)
+    if len(class_names) != len(meta.class_names):
+        raise BadInputError(f"the model knows {len(meta.class_names)} classes ({', '.join(meta.class_names)}) but the "
+                            f"evaluation data {data}:{split} has {len(class_names)}: pass --eval-data with the model's "
+                            f"own validation set, or --eval-images 0 to skip the accuracy check")
 
-        # -- 2. CPU model + accuracy guard --------------------------------------------------------
-        tries: dict[tuple[str, ...], Path] = {}
 
-        def quantize_cpu(excluded: tuple[str, ...]) -> Path:
-            path = work / f"cpu-{len(tries)}.onnx"
-            quantize_target(fp32_path, ranges_path, path, "cpu", method, [*pre_nodes, *cpu_fp32_outputs, *excluded],
-                            reduce_range)
-            tries[excluded] = path
-            return path
+def _load_images(data: str | Path, meta: ModelMeta, s: CalibrationSettings,
+                 say: Callable[[str], None]) -> CalibrationImages:
+    """Phase 2: the calibration images of ``data``, preprocessed like the model's input
+    (``images``/``min_images``/``force``/``video_stride``); -> CalibrationImages."""
+    from .data import DEFAULT_IMAGES, MIN_IMAGES, load_calibration_images
 
-        guard: GuardResult | None = None
-        ap_fp32 = None
-        if evaluating:
-            say("evaluating FP32 mask AP")
-            ap_fp32 = float(evaluate(fp32_path))
+    return load_calibration_images(data, meta.preprocess, DEFAULT_IMAGES if s.images is None else s.images,
+                                   force=s.force, minimum=MIN_IMAGES if s.min_images is None else s.min_images,
+                                   video_stride=s.video_stride, progress=say)
 
-            def try_exclusion(excluded: tuple[str, ...]) -> float:
-                say(f"quantizing (CPU) with {len(excluded)} layer(s) kept FP32 and evaluating")
-                return float(evaluate(quantize_cpu(excluded)))
 
-            def rank():
-                say("ranking layer sensitivity")
-                sens_idx = np.linspace(0, calib.count - 1, min(SENSITIVITY_IMAGES, calib.count)).round().astype(int)
-                return rank_sensitivity(fp32_path, tries[()], calib.images[np.unique(sens_idx)], candidates,
-                                        threads=threads)
+def _calibration_ranges(src: _Source, calib: CalibrationImages, s: CalibrationSettings, out_dir: Path, stage: Path,
+                        say: Callable[[str], None]) -> _Ranges:
+    """Phase 3: reuse the ranges in ``out_dir`` when their key (model, data, method, images) matches,
+    else run the one calibration pass; stage the ranges, TensorRT cache (+ key) and the FP32 graph
+    as needed. -> :class:`_Ranges` (ranges file, key, reused, tensors, seconds, staged names)."""
+    from ..core.meta import file_sha256
+    from .trt_cache import header, read_cache, scales_from_ranges, write_cache, write_key
 
-            guard = run_guard(try_exclusion, rank, ap_fp32, max_ap_drop,
-                              schedule=exclusion_schedule(len(candidates), max_tries), budget_s=guard_budget_s)
-            excluded = guard.excluded
-            if not guard.met:
-                log.warning("accuracy guard not met: best INT8 drop %.2f AP > %.2f with %d layer(s) in FP32",
-                            guard.drop, max_ap_drop, len(excluded))
-        else:
-            excluded = ()
-            quantize_cpu(())
-        cpu_path = stage / FILES["cpu"]
-        shutil.move(str(tries[excluded]), cpu_path)
+    key = {"format": "solo-deploy-calibration-key/1", "model_sha256": src.sha256, "data_sha256": calib.sha256,
+           "method": s.method, "images": calib.count, "input_hw": list(src.meta.preprocess.input_hw)}
+    staged: list[str] = []
+    t0 = time.perf_counter()
+    td = _reusable(out_dir, key)
+    reused = td is not None
+    if reused:
+        say(f"reusing the calibration cache in {out_dir} (same model, data and method)")
+        ranges_path = out_dir / FILES["ranges"]
+        head, scales = read_cache(out_dir / FILES["cache"])
+        if head != header(s.method, s.trt_version):  # another TensorRT target: same scales, new header
+            write_cache(stage / FILES["cache"], scales, s.method, s.trt_version)
+            staged.append(FILES["cache"])
+    else:
+        from onnxruntime.quantization import save_tensors_data
 
-        # -- 3. TensorRT model with the same exclusions ---------------------------------------------
-        say("quantizing (TensorRT)")
-        trt_path = stage / FILES["trt"]
-        quantize_target(fp32_path, ranges_path, trt_path, "trt", method,
-                        [*pre_nodes, *const_elementwise, *excluded])
+        say(f"calibrating ({s.method}) on {calib.count} images")
+        td = collect_ranges(src.path, calib.images, s.method, threads=s.threads, progress=say)
+        ranges_path = stage / FILES["ranges"]
+        save_tensors_data(td, ranges_path)
+        scales = scales_from_ranges(tensor_ranges(td))
+        write_cache(stage / FILES["cache"], scales, s.method, s.trt_version)
+        write_key(stage / FILES["cache"], key)
+        staged += [FILES["ranges"], FILES["cache"], KEY_FILE]
+    calib_seconds = time.perf_counter() - t0
 
-        import onnxruntime
+    # The TensorRT cache names tensors of this exact FP32 graph: ship the graph beside it.
+    fp32_out = out_dir / FILES["fp32"]
+    if not (fp32_out.is_file() and file_sha256(fp32_out) == src.sha256):
+        shutil.copyfile(src.path, stage / FILES["fp32"])
+        staged.append(FILES["fp32"])
+    return _Ranges(path=ranges_path, key=key, reused=reused, n_tensors=len(td.data), seconds=calib_seconds,
+                   staged=staged)
 
-        quant_common = {"method": method, "images": calib.count, "data_sha256": calib.sha256,
-                        "data_source": str(calib.source), "source_sha256": model_sha,
-                        "excluded_nodes": list(excluded), "preprocessing_nodes": pre_nodes,
-                        "calibration_cache": FILES["cache"], "per_channel": True, "tool": "onnxruntime.quantization",
-                        "onnxruntime": onnxruntime.__version__, "solo_deploy": __version__}
-        per_target = {
-            "cpu": {"target": "onnxruntime-cpu", "activations": "uint8 asymmetric",
-                    "output_layers_fp32": cpu_fp32_outputs, "reduce_range": bool(reduce_range)},
-            "trt": {"target": "tensorrt", "activations": "int8 symmetric", "output_layers_fp32": [],
-                    "reduce_range": False},
-        }
-        for target, path in (("cpu", cpu_path), ("trt", trt_path)):
-            _finalize(path, source_props, {**quant_common, **per_target[target], "weights": "int8 symmetric per-channel",
-                                           "op_types": TARGETS[target]["op_types"]})
-        staged += [FILES["cpu"], FILES["trt"]]
 
-        # -- 4. accuracy of the final models, latency --------------------------------------------
-        ap_cpu = ap_trt = None
-        if evaluating:
-            ap_cpu = guard.ap if guard is not None else None
-            say("evaluating the TensorRT Q/DQ model on ORT CPU (simulation)")
-            ap_trt = float(evaluate(trt_path))
-        latency = None
-        if bench_runs > 0:
-            say(f"timing FP32 vs INT8 on the CPU ({threads_used} threads)")
-            lat = cpu_latency({"fp32": fp32_path, "int8": cpu_path}, calib.images[:batch], threads_used, bench_runs)
-            latency = {"fp32_ms": lat["fp32"], "int8_ms": lat["int8"], "speedup": round(lat["fp32"] / lat["int8"], 3),
-                       "threads": threads_used, "runs": bench_runs, "batch": batch,
-                       "backend": "onnxruntime CPUExecutionProvider", "statistic": "median, interleaved"}
-            if threads_used > 1:
-                # One thread per model is how several streams share a CPU; INT8 gains more there
-                # (no parallel-section overhead in its shorter operators).
-                say("timing FP32 vs INT8 on the CPU (1 thread)")
-                one = cpu_latency({"fp32": fp32_path, "int8": cpu_path}, calib.images[:batch], 1, bench_runs)
-                latency["single_thread"] = {"fp32_ms": one["fp32"], "int8_ms": one["int8"],
-                                            "speedup": round(one["fp32"] / one["int8"], 3)}
+def _quantize_models(src: _Source, calib: CalibrationImages, ranges: _Ranges, s: CalibrationSettings,
+                     evaluate: Callable[[Path], float], work: Path, stage: Path,
+                     say: Callable[[str], None]) -> _Quantized:
+    """Phase 4: the CPU model under the accuracy guard (when evaluating), then the TensorRT model
+    with the same layers kept FP32, both stamped with their metadata and staged.
+    -> :class:`_Quantized` (staged paths, excluded layers, guard result, FP32 AP)."""
+    from .guard import exclusion_schedule, rank_sensitivity, run_guard
 
-        report = build_report(
-            model=str(model), fp32_path=fp32_path, model_sha=model_sha, meta=meta, calib=calib, method=method,
-            key=key, reused=reused, n_tensors=n_tensors, calib_seconds=calib_seconds,
-            eval_info={"data": eval_data if evaluate_fn is None else "custom", "split": eval_split,
-                       "images": eval_images, "device": device} if evaluating else None,
-            ap_fp32=ap_fp32, ap_cpu=ap_cpu, ap_trt=ap_trt, max_ap_drop=max_ap_drop, guard=guard,
-            latency=latency, precision={"cpu": precision_summary(cpu_path), "trt": precision_summary(trt_path)},
-            pre_nodes=pre_nodes, const_elementwise=const_elementwise, output_layers=cpu_fp32_outputs,
-            candidates=len(candidates),
-            targets=TARGETS, files={role: FILES[role] for role in ("fp32", "trt", "cpu", "cache", "ranges", "report")}
-            | {"cache_key": KEY_FILE}, reduce_range=reduce_range, seconds=time.perf_counter() - t_start)
-        from .._atomic import write_json
+    tries: dict[tuple[str, ...], Path] = {}
 
-        write_json(stage / FILES["report"], report)
-        staged.append(FILES["report"])
-        _commit(stage, out_dir, staged)
+    def quantize_cpu(excluded: tuple[str, ...]) -> Path:
+        path = work / f"cpu-{len(tries)}.onnx"
+        quantize_target(src.path, ranges.path, path, "cpu", s.method,
+                        [*src.pre_nodes, *src.output_layers, *excluded], s.reduce_range)
+        tries[excluded] = path
+        return path
 
+    guard: GuardResult | None = None
+    ap_fp32 = None
+    if s.evaluating:
+        say("evaluating FP32 mask AP")
+        ap_fp32 = float(evaluate(src.path))
+
+        def try_exclusion(excluded: tuple[str, ...]) -> float:
+            say(f"quantizing (CPU) with {len(excluded)} layer(s) kept FP32 and evaluating")
+            return float(evaluate(quantize_cpu(excluded)))
+
+        def rank():
+            say("ranking layer sensitivity")
+            sens_idx = np.linspace(0, calib.count - 1, min(SENSITIVITY_IMAGES, calib.count)).round().astype(int)
+            return rank_sensitivity(src.path, tries[()], calib.images[np.unique(sens_idx)], src.candidates,
+                                    threads=s.threads)
+
+        guard = run_guard(try_exclusion, rank, ap_fp32, s.max_ap_drop,
+                          schedule=exclusion_schedule(len(src.candidates), s.max_tries), budget_s=s.guard_budget_s)
+        excluded = guard.excluded
+        if not guard.met:
+            log.warning("accuracy guard not met: best INT8 drop %.2f AP > %.2f with %d layer(s) in FP32",
+                        guard.drop, s.max_ap_drop, len(excluded))
+    else:
+        excluded = ()
+        quantize_cpu(())
+    cpu_path = stage / FILES["cpu"]
+    shutil.move(str(tries[excluded]), cpu_path)
+
+    say("quantizing (TensorRT)")
+    trt_path = stage / FILES["trt"]
+    quantize_target(
+        src.path, ranges.path, trt_path, "trt", s.method, [*src.pre_nodes, *src.const_elementwise, *excluded]
+    )
+    quant = _Quantized(cpu_path=cpu_path, trt_path=trt_path, excluded=excluded, guard=guard, ap_fp32=ap_fp32)
+    _stamp_models(quant, src, calib, s)
+    return quant
+
+
+def _stamp_models(quant: _Quantized, src: _Source, calib: CalibrationImages, s: CalibrationSettings) -> None:
+    """Part of phase 4: copy the source's metadata, plus the ``quantization`` section, into both
+    staged models and validate them (:func:`_finalize`); -> None."""
+    import onnxruntime
+
+    from .._version import __version__
+
+    quant_common = {"method": s.method, "images": calib.count, "data_sha256": calib.sha256,
+                    "data_source": str(calib.source), "source_sha256": src.sha256,
+                    "excluded_nodes": list(quant.excluded), "preprocessing_nodes": src.pre_nodes,
+                    "calibration_cache": FILES["cache"], "per_channel": True, "tool": "onnxruntime.quantization",
+                    "onnxruntime": onnxruntime.__version__, "solo_deploy": __version__}
+    per_target = {
+        "cpu": {"target": "onnxruntime-cpu", "activations": "uint8 asymmetric",
+                "output_layers_fp32": src.output_layers, "reduce_range": bool(s.reduce_range)},
+        "trt": {"target": "tensorrt", "activations": "int8 symmetric", "output_layers_fp32": [],
+                "reduce_range": False},
+    }
+    for target, path in (("cpu", quant.cpu_path), ("trt", quant.trt_path)):
+        _finalize(path, src.props, {**quant_common, **per_target[target], "weights": "int8 symmetric per-channel",
+                                    "op_types": TARGETS[target]["op_types"]})
+
+
+def _final_accuracy(quant: _Quantized, s: CalibrationSettings, evaluate: Callable[[Path], float],
+                    say: Callable[[str], None]) -> tuple[float | None, float | None]:
+    """Phase 5a: AP of the final models; -> (CPU model's AP from the guard, TensorRT model's AP
+    evaluated on ORT CPU), both None without an AP check."""
+    if not s.evaluating:
+        return None, None
+    ap_cpu = quant.guard.ap if quant.guard is not None else None
+    say("evaluating the TensorRT Q/DQ model on ORT CPU (simulation)")
+    return ap_cpu, float(evaluate(quant.trt_path))
+
+
+def _time_models(src: _Source, cpu_path: Path, calib: CalibrationImages, s: CalibrationSettings,
+                 say: Callable[[str], None]) -> dict[str, Any] | None:
+    """Phase 5b: median latency of the FP32 model vs the INT8 CPU model on one batch of calibration
+    images (``threads`` or all cores, and 1 thread when that is more), ``bench_runs`` interleaved
+    runs; -> the report's latency section, or None when ``bench_runs`` is 0."""
+    if s.bench_runs <= 0:
+        return None
+    threads_used = int(s.threads) if s.threads else (os.cpu_count() or 1)
+    models, batch = {"fp32": src.path, "int8": cpu_path}, calib.images[:src.batch]
+    say(f"timing FP32 vs INT8 on the CPU ({threads_used} threads)")
+    lat = cpu_latency(models, batch, threads_used, s.bench_runs)
+    latency = {"fp32_ms": lat["fp32"], "int8_ms": lat["int8"], "speedup": round(lat["fp32"] / lat["int8"], 3),
+               "threads": threads_used, "runs": s.bench_runs, "batch": src.batch,
+               "backend": "onnxruntime CPUExecutionProvider", "statistic": "median, interleaved"}
+    if threads_used > 1:
+        # One thread per model is how several streams share a CPU; INT8 gains more there
+        # (no parallel-section overhead in its shorter operators).
+        say("timing FP32 vs INT8 on the CPU (1 thread)")
+        one = cpu_latency(models, batch, 1, s.bench_runs)
+        latency["single_thread"] = {"fp32_ms": one["fp32"], "int8_ms": one["int8"],
+                                    "speedup": round(one["fp32"] / one["int8"], 3)}
+    return latency
+
+
+def _write_report(model: str, src: _Source, calib: CalibrationImages, ranges: _Ranges, quant: _Quantized,
+                  accuracy: tuple[float | None, float | None], latency: dict[str, Any] | None,
+                  s: CalibrationSettings, stage: Path, t_start: float) -> dict[str, Any]:
+    """Phase 6a: build the report (:func:`.report.build_report`) and stage it as
+    ``calibration_report.json``; -> the report dict."""
+    from .report import build_report
+
+    ap_cpu, ap_trt = accuracy
+    report = build_report(
+        model=model, fp32_path=src.path, model_sha=src.sha256, meta=src.meta, calib=calib, method=s.method,
+        key=ranges.key, reused=ranges.reused, n_tensors=ranges.n_tensors, calib_seconds=ranges.seconds,
+        eval_info={"data": s.eval_data if s.evaluate_fn is None else "custom", "split": s.eval_split,
+                   "images": s.eval_images, "device": s.device} if s.evaluating else None,
+        ap_fp32=quant.ap_fp32, ap_cpu=ap_cpu, ap_trt=ap_trt, max_ap_drop=s.max_ap_drop, guard=quant.guard,
+        latency=latency, precision={"cpu": precision_summary(quant.cpu_path), "trt": precision_summary(quant.trt_path)},
+        pre_nodes=src.pre_nodes, const_elementwise=src.const_elementwise, output_layers=src.output_layers,
+        candidates=len(src.candidates),
+        targets=TARGETS, files={role: FILES[role] for role in ("fp32", "trt", "cpu", "cache", "ranges", "report")}
+        | {"cache_key": KEY_FILE}, reduce_range=s.reduce_range, seconds=time.perf_counter() - t_start)
+    from .._atomic import write_json
+
+    write_json(stage / FILES["report"], report)
+    return report
+
+
+def _result(out_dir: Path, report: dict[str, Any], reused: bool, guard: GuardResult | None, max_ap_drop: float,
+            t_start: float) -> CalibrationResult:
+    """Phase 6b (after the commit): -> the CalibrationResult (final paths by role, warnings)."""
     files = {role: out_dir / FILES[role] for role in ("fp32", "trt", "cpu", "cache", "ranges", "report")}
     files["cache_key"] = out_dir / KEY_FILE
     warnings = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..model.modelfile import ModelMeta
+    from ..core.meta import ModelMeta
     from .data import CalibrationImages
     from .guard import GuardResult
 
@@ -22,23 +22,41 @@ __all__ = ["build_report", "format_table"]
 REPORT_FORMAT = "solo-deploy-calibration-report/1"
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
+def _versions() -> dict[str, str | None]:
+    from .._version import versions
 
-    from .. import __version__
-
-    return {"solo_deploy": __version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+    return versions("onnxruntime", "onnx")
 
 
-def build_report(*, model: str, fp32_path: Path, model_sha: str, meta: ModelMeta, calib: CalibrationImages,
-                 method: str, key: Mapping[str, Any], reused: bool, n_tensors: int, calib_seconds: float,
-                 eval_info: dict[str, Any] | None, ap_fp32: float | None, ap_cpu: float | None, ap_trt: float | None,
-                 max_ap_drop: float, guard: GuardResult | None, latency: dict[str, Any] | None,
-                 precision: dict[str, Any], pre_nodes: list[str], const_elementwise: list[str], output_layers: list[str],
-                 candidates: int,
-                 targets: Mapping[str, Any], files: dict[str, str], reduce_range: bool,
-                 seconds: float) -> dict[str, Any]:
+def build_report(
+    *,
+    model: str,
+    fp32_path: Path,
+    model_sha: str,
+    meta: ModelMeta,
+    calib: CalibrationImages,
+    method: str,
+    key: Mapping[str, Any],
+    reused: bool,
+    n_tensors: int,
+    calib_seconds: float,
+    eval_info: dict[str, Any] | None,
+    ap_fp32: float | None,
+    ap_cpu: float | None,
+    ap_trt: float | None,
+    max_ap_drop: float,
+    guard: GuardResult | None,
+    latency: dict[str, Any] | None,
+    precision: dict[str, Any],
+    pre_nodes: list[str],
+    const_elementwise: list[str],
+    output_layers: list[str],
+    candidates: int,
+    targets: Mapping[str, Any],
+    files: dict[str, str],
+    reduce_range: bool,
+    seconds: float,
+) -> dict[str, Any]:
     """Assemble the JSON-serialisable report (all AP values in points 0..100, times in ms/s)."""
 
     def rnd(v: float | None, nd: int = 3) -> float | None:
@@ -122,10 +140,12 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(f"  latency: {lat['backend']}, {lat['threads']} threads, {lat['statistic']} of {lat['runs']} runs")
     kept = report["fp32_kept"]
     guard_layers = kept["guard_layers"]
-    lines.append(f"kept FP32: {len(guard_layers)} layer(s) by the guard"
-                 + (f" ({', '.join(guard_layers[:4])}{', ...' if len(guard_layers) > 4 else ''})" if guard_layers else "")
-                 + f"; output layers in the CPU model ({len(kept['output_layers_cpu'])}); preprocessing "
-                 f"({len(kept['preprocessing'])} nodes)")
+    lines.append(
+        f"kept FP32: {len(guard_layers)} layer(s) by the guard"
+        + (f" ({', '.join(guard_layers[:4])}{', ...' if len(guard_layers) > 4 else ''})" if guard_layers else "")
+        + f"; output layers in the CPU model ({len(kept['output_layers_cpu'])}); preprocessing "
+        f"({len(kept['preprocessing'])} nodes)"
+    )
     fp32_ops = kept["fp32_ops"]["cpu"]
     if fp32_ops:
         lines.append("  FP32 ops in the CPU model: " + ", ".join(f"{op} x{n}" for op, n in fp32_ops.items()))

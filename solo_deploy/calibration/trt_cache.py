@@ -151,7 +151,9 @@ def read_cache(path: str | Path) -> tuple[str, dict[str, float]]:
     while lines and not lines[-1]:
         lines.pop()
     if not lines or not _HEADER_RE.match(lines[0]):
-        raise BadInputError(f"{path} is not a TensorRT calibration cache (first line must be TRT-<version>-<Algorithm>)")
+        raise BadInputError(
+            f"{path} is not a TensorRT calibration cache (first line must be TRT-<version>-<Algorithm>)"
+        )
     scales: dict[str, float] = {}
     for i, line in enumerate(lines[1:], start=2):
         # rpartition-like match: tensor names may contain ': ' themselves, the hex never does.

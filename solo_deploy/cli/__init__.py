@@ -6,6 +6,8 @@ import signal
 import sys
 from typing import Any
 
+from .._lazy import lazy_exports
+
 __all__ = ["app", "main"]
 
 
@@ -27,10 +29,5 @@ def main() -> None:
     app_main()
 
 
-def __getattr__(name: str) -> Any:
-    # `from solo_deploy.cli import app` keeps working without importing Typer with the package.
-    if name == "app":
-        from .app import app
-
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `from solo_deploy.cli import app` works without importing Typer with the package.
+__getattr__ = lazy_exports(__name__, {"app": ".app"})

@@ -25,6 +25,7 @@ ImgszOpt = typer.Option(None, "--imgsz", help="Network input size as H W (multip
 ConfOpt = typer.Option(None, "--conf", help="Keep final instances with score >= CONF (distinct from the internal "
                        "candidate threshold).", show_default=False)
 LogLevelOpt = typer.Option("warning", "--log-level", help="debug, info, warning or error.")
+BackendOpt = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or triton.")
 
 
 def _as_usage_error(fn):
@@ -113,6 +114,13 @@ def usage_error_line(exc: BaseException) -> str:
     return f"error: {path}: {msg} (see '{path} --help')"
 
 
+def opencv_log_env(verbose: bool = False) -> dict[str, str]:
+    """OpenCV's and FFmpeg's log levels as environment variables (read once, when cv2 loads):
+    silent, or INFO / AV_LOG_INFO at --log-level debug."""
+    return ({"OPENCV_LOG_LEVEL": "INFO", "OPENCV_FFMPEG_LOGLEVEL": "24"} if verbose
+            else {"OPENCV_LOG_LEVEL": "OFF", "OPENCV_FFMPEG_LOGLEVEL": "-8"})  # -8: AV_LOG_QUIET
+
+
 def main() -> None:
     """Console-script entry: run the app, turning our errors into one line and an exit code."""
     from . import commands  # noqa: F401 - registers the commands
@@ -121,9 +129,7 @@ def main() -> None:
         "--log-level" in sys.argv and sys.argv[sys.argv.index("--log-level") + 1:][:1] == ["debug"])
     # The console owns the process: native libraries' own log lines (OpenCV, FFmpeg) stay out of
     # the user's terminal unless asked for. Read once, when cv2 loads: set before any import.
-    quiet = {"OPENCV_LOG_LEVEL": "INFO", "OPENCV_FFMPEG_LOGLEVEL": "24"} if debug else {
-        "OPENCV_LOG_LEVEL": "OFF", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
-    for key, value in quiet.items():
+    for key, value in opencv_log_env(debug).items():
         os.environ.setdefault(key, value)
     try:
         code = app(standalone_mode=False)
@@ -140,7 +146,7 @@ def main() -> None:
         os._exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - the last boundary: never a traceback for users
+    except Exception as exc:
         name = type(exc).__name__
         if name == "NoArgsIsHelpError":  # `solo-deploy` or `solo-deploy data` alone: the help was shown
             sys.exit(0)

@@ -13,31 +13,63 @@ from .app import DeviceOpt, LogLevelOpt, app, setup_logging
 @app.command("calibrate")
 def calibrate_cmd(
     model: Path = typer.Argument(..., help="FP32 ONNX export, or a .safetensors/.ckpt model (exported first)."),
-    data: str = typer.Option("synthetic", "--data", help="Calibration images: an image folder, a video (every k-th "
-                             "frame), a COCO data set, or 'synthetic' (the calib split)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder: INT8 models, calibration cache + key, "
-                                "report."),
-    images: int = typer.Option(128, "--images", "-n", min=1, help="Calibration images to use (at least 32 unless --force)."),
-    method: str = typer.Option("minmax", "--method", help="minmax (default, safest for detection heads), entropy (KL, "
-                               "minutes: a Python search per tensor) or percentile (99.999%)."),
-    max_ap_drop: float = typer.Option(1.0, "--max-ap-drop", help="Accuracy guard: largest allowed mask-AP drop in "
-                                      "points; sensitive layers stay FP32 until it holds."),
-    eval_images: int = typer.Option(100, "--eval-images", help="Held-out images for the AP check (0: skip the AP "
-                                    "check and the guard)."),
+    data: str = typer.Option(
+        "synthetic",
+        "--data",
+        help="Calibration images: an image folder, a video (every k-th "
+        "frame), a COCO data set, or 'synthetic' (the calib split).",
+    ),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="Output folder: INT8 models, calibration cache + key, report."
+    ),
+    images: int = typer.Option(
+        128, "--images", "-n", min=1, help="Calibration images to use (at least 32 unless --force)."
+    ),
+    method: str = typer.Option(
+        "minmax",
+        "--method",
+        help="minmax (default, safest for detection heads), entropy (KL, "
+        "minutes: a Python search per tensor) or percentile (99.999%).",
+    ),
+    max_ap_drop: float = typer.Option(
+        1.0,
+        "--max-ap-drop",
+        help="Accuracy guard: largest allowed mask-AP drop in points; sensitive layers stay FP32 until it holds.",
+    ),
+    eval_images: int = typer.Option(
+        100, "--eval-images", help="Held-out images for the AP check (0: skip the AP check and the guard)."
+    ),
     eval_data: str = typer.Option("synthetic", "--eval-data", help="'synthetic' or a COCO folder for the AP check."),
-    eval_split: str = typer.Option("val", "--eval-split", help="Split (synthetic) or sub-folder (COCO) for the AP "
-                                   "check."),
-    guard_budget: float = typer.Option(1200.0, "--guard-budget", help="Seconds the accuracy guard may spend on "
-                                       "re-quantizing and re-evaluating (at most 5 AP checks)."),
-    video_stride: Optional[int] = typer.Option(None, "--video-stride", min=1, help="Take every k-th video frame (default: "
-                                               "spread the images over the whole video)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for calibration, evaluation and "
-                                          "timing (default: all cores)."),
-    reduce_range: bool = typer.Option(True, "--reduce-range/--full-range", help="CPU model: 7-bit weights (default; "
-                                      "avoids int16 saturation on x86 CPUs without VNNI) or full 8-bit weights."),
+    eval_split: str = typer.Option(
+        "val", "--eval-split", help="Split (synthetic) or sub-folder (COCO) for the AP check."
+    ),
+    guard_budget: float = typer.Option(
+        1200.0,
+        "--guard-budget",
+        help="Seconds the accuracy guard may spend on re-quantizing and re-evaluating (at most 5 AP checks).",
+    ),
+    video_stride: Optional[int] = typer.Option(
+        None,
+        "--video-stride",
+        min=1,
+        help="Take every k-th video frame (default: spread the images over the whole video).",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads for calibration, evaluation and timing (default: all cores)."
+    ),
+    reduce_range: bool = typer.Option(
+        True,
+        "--reduce-range/--full-range",
+        help="CPU model: 7-bit weights (default; "
+        "avoids int16 saturation on x86 CPUs without VNNI) or full 8-bit weights.",
+    ),
     force: bool = typer.Option(False, "--force", help="Calibrate with fewer than 32 images; skip unreadable images."),
-    device: str = typer.Option("cpu", "--device", help="Where ONNX Runtime runs the AP check: cpu, cuda, cuda:N or N "
-                               "(calibration itself runs on the CPU).", callback=DeviceOpt.callback),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="Where ONNX Runtime runs the AP check: cpu, cuda, cuda:N or N (calibration itself runs on the CPU).",
+        callback=DeviceOpt.callback,
+    ),
     log_level: str = LogLevelOpt,
 ) -> None:
     """Calibrate a model to INT8 (TensorRT + ONNX Runtime CPU Q/DQ models) with an accuracy guard."""
@@ -48,16 +80,18 @@ def calibrate_cmd(
     from ..calibration import FILES, KEY_FILE
     from ..calibration.quantize import calibrate
     from ..calibration.report import format_table
+    from ..calibration.settings import CalibrationSettings
 
     check_model_path(model)
     check_outputs([(f"calibration output {n}", output / n) for n in (*FILES.values(), KEY_FILE)], [("model", model)])
 
     verbose = log_level.lower() in ("debug", "info")
-    result = calibrate(model, data, output, images=images, method=method.lower(), max_ap_drop=max_ap_drop,
-                       eval_data=eval_data, eval_split=eval_split, eval_images=eval_images, force=force,
-                       video_stride=video_stride, threads=threads, reduce_range=reduce_range,
-                       guard_budget_s=guard_budget, device=device,
-                       progress=(lambda msg: typer.echo(msg, err=True)) if verbose or sys.stderr.isatty() else None)
+    settings = CalibrationSettings(  # BadInputError here for a bad --method / --max-ap-drop / --eval-images
+        images=images, method=method.lower(), max_ap_drop=max_ap_drop, eval_data=eval_data, eval_split=eval_split,
+        eval_images=eval_images, force=force, video_stride=video_stride, threads=threads, reduce_range=reduce_range,
+        guard_budget_s=guard_budget, device=device,
+        progress=(lambda msg: typer.echo(msg, err=True)) if verbose or sys.stderr.isatty() else None)
+    result = calibrate(model, data, output, settings)
     typer.echo(format_table(result.report))
     if result.warnings:
         # Exit 1: the INT8 models miss the accuracy budget. They are still written (with the

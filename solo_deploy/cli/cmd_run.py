@@ -43,8 +43,9 @@ def run_cmd(
     setup_logging(log_level)
     from .._atomic import write_json
     from .._paths import check_outputs
+    from ..app.run import run, run_outputs
     from ..errors import BadInputError, RuntimeFailure
-    from ..runtime.pipeline import format_summary, run, run_outputs
+    from ..runtime.pipeline import format_summary
     from ..runtime.sources import quiet_opencv
 
     quiet_opencv(verbose=log_level.lower() == "debug")

@@ -1,2 +1,2 @@
 """Registers every command module on the app (each keeps its heavy imports inside functions)."""
-from . import cmd_bench, cmd_calibrate, cmd_eval, cmd_export, cmd_run, cmd_train  # noqa: F401
+from . import cmd_bench, cmd_calibrate, cmd_data, cmd_eval, cmd_export, cmd_info, cmd_predict, cmd_run, cmd_train  # noqa: F401 - one module per command, in the order `--help` lists them

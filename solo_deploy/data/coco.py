@@ -227,7 +227,7 @@ class CocoDataset:
         return {"size": [h, w], "counts": seg["counts"].encode("ascii")}
 
     # -- access ----------------------------------------------------------------------------------
-    def take(self, n: int) -> "CocoDataset":
+    def take(self, n: int) -> CocoDataset:
         """The same data set limited to its first ``n`` images (their annotations, all categories)."""
         import copy
 

@@ -5,7 +5,7 @@ from typing import Any
 
 __all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate", "masks_to_boxes"]
 
-_LAZY = {name: "coco_eval" for name in __all__}
+_LAZY = dict.fromkeys(__all__, "coco_eval")
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from .._lazy import lazy_import
+from ..core.instances import detections_to_coco, encode_masks, masks_to_boxes
 from ..errors import BadInputError
+
+mask_utils = lazy_import("pycocotools.mask")
+pycoco = lazy_import("pycocotools.coco")
+cocoeval = lazy_import("pycocotools.cocoeval")
 
 __all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate", "masks_to_boxes"]
 
@@ -22,117 +28,7 @@ __all__ = ["SUMMARY_KEYS", "detections_to_coco", "encode_masks", "evaluate", "ma
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """bool (K, H, W) -> float32 (K, 4) x0, y0, x1, y1 (exclusive ends); zeros for empty masks."""
-    k = masks.shape[0]
-    if k == 0:
-        return np.zeros((0, 4), np.float32)
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    has = rows.any(axis=1)
-    y0 = np.where(has, rows.argmax(axis=1), 0)
-    y1 = np.where(has, rows.shape[1] - rows[:, ::-1].argmax(axis=1), 0)
-    x0 = np.where(has, cols.argmax(axis=1), 0)
-    x1 = np.where(has, cols.shape[1] - cols[:, ::-1].argmax(axis=1), 0)
-    return np.stack([x0, y0, x1, y1], 1).astype(np.float32)
-
-
-def _rle_counts(crop: np.ndarray, x0: int, y0: int, h: int, w: int) -> list[int]:
-    """Uncompressed COCO RLE counts (column-major runs, zeros first) of an (h, w) mask that is
-    ``crop`` (bool (hc, wc)) at rows y0.., columns x0.. and zero elsewhere."""
-    hc, wc = crop.shape
-    if crop.size == 0:
-        return [h * w]
-    # Each image column is a crop row of crop.T, padded with a zero at both ends; a change
-    # between padded entries j and j+1 sits at image row y0 + j.
-    padded = np.zeros((wc, hc + 2), np.int8)
-    padded[:, 1:-1] = crop.T
-    col, row = np.nonzero(np.diff(padded, axis=1))  # sorted by column, then row: by position
-    pos = (x0 + col) * h + y0 + row
-    # A run that ends at the bottom of a column while the next column starts with 1 (only when
-    # the box spans all rows) is no change at all: drop such equal end/start pairs.
-    same = pos[1:] == pos[:-1]
-    if same.any():
-        keep = np.ones(pos.shape, bool)
-        keep[1:][same] = False
-        keep[:-1][same] = False
-        pos = pos[keep]
-    if pos.size and pos[-1] == h * w:  # ones up to the last pixel: no trailing zero run
-        pos = pos[:-1]
-    return np.diff(pos, prepend=0, append=h * w).tolist()
-
-
-def encode_masks(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """bool (K, H, W) -> K COCO compressed RLEs ``{"size": [H, W], "counts": str}``.
-
-    ``boxes`` (K, 4) x0, y0, x1, y1 (exclusive) must contain each mask; computed when omitted.
-    """
-    from pycocotools import mask as mask_utils
-
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise BadInputError(f"expected masks (K, H, W), got shape {masks.shape}")
-    k, h, w = masks.shape
-    if k == 0:
-        return []
-    if boxes is None:
-        boxes = masks_to_boxes(masks)
-    boxes = np.asarray(boxes, np.float64)
-    if boxes.shape != (k, 4):
-        raise BadInputError(f"expected boxes (K={k}, 4) for masks {masks.shape}, got {boxes.shape}")
-    # Whole pixels that cover each box, inside the frame (a caller's box may be fractional).
-    lo = np.clip(np.floor(boxes[:, :2]), 0, [w, h]).astype(np.int64)
-    hi = np.clip(np.ceil(boxes[:, 2:]), 0, [w, h]).astype(np.int64)
-    # Run lengths from each box only (pycocotools' encoder scans whole frames: 20 masks of a
-    # 1080p frame are 40 MB per frame); pycocotools compresses them into its string format.
-    counts = [_rle_counts(masks[i, y0:y1, x0:x1], x0, y0, h, w)
-              for i, (x0, y0, x1, y1) in enumerate(np.concatenate([lo, hi], axis=1).tolist())]
-    rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON-serialisable
-    return rles
-
-
-def detections_to_coco(
-    image_id: int,
-    masks: np.ndarray,
-    labels: np.ndarray,
-    scores: np.ndarray,
-    cat_ids: Sequence[int],
-    rles: list[dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """One image's detections in the COCO results format.
-
-    ``masks`` bool (K, H, W) on the original image, ``labels`` (K,) contiguous class indices into
-    ``cat_ids`` (the dataset's category ids), ``scores`` (K,). The bbox [x, y, w, h] is the tight
-    box of each mask ([0, 0, 0, 0] for an empty mask). ``rles``: the masks' encoding
-    (``encode_masks``) when the caller already has it.
-    """
-    from pycocotools import mask as mask_utils
-
-    labels = np.asarray(labels).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    rles = encode_masks(masks) if rles is None else rles
-    if not (len(rles) == labels.shape[0] == scores.shape[0]):
-        raise BadInputError(f"{len(rles)} masks, {labels.shape[0]} labels and {scores.shape[0]} scores differ")
-    if labels.size and (labels.min() < 0 or labels.max() >= len(cat_ids)):
-        raise BadInputError(f"class index out of range for {len(cat_ids)} categories: {labels.tolist()}")
-    boxes = mask_utils.toBbox(rles) if rles else np.zeros((0, 4))
-    return [
-        {
-            "image_id": int(image_id),
-            "category_id": int(cat_ids[int(lab)]),
-            "segmentation": rle,
-            "score": float(score),
-            "bbox": [float(v) for v in box],
-        }
-        for rle, lab, score, box in zip(rles, labels, scores, boxes)
-    ]
-
-
 def _load_gt(gt: dict[str, Any] | str | Path) -> Any:
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-
     if isinstance(gt, (str, Path)):
         try:
             gt = json.loads(Path(gt).read_text())
@@ -158,7 +54,7 @@ def _load_gt(gt: dict[str, Any] | str | Path) -> Any:
                 rle = seg
             ann["area"] = float(mask_utils.area(rle))
         anns.append(ann)
-    coco = COCO()
+    coco = pycoco.COCO()
     coco.dataset = {**gt, "annotations": anns}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
@@ -184,9 +80,6 @@ def evaluate(
     result with a "bbox" gets the box area as its area (used only to ignore unmatched
     detections outside an area range).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     coco_gt = _load_gt(gt)
     cat_ids = sorted(coco_gt.getCatIds())
     if class_names is None:
@@ -209,11 +102,11 @@ def evaluate(
             coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes writes into the dicts
         else:
             # loadRes indexes results[0]; an empty result set is a valid COCO object anyway.
-            coco_dt = COCO()
+            coco_dt = pycoco.COCO()
             coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
                                "categories": list(coco_gt.dataset["categories"]), "annotations": []}
             coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev = cocoeval.COCOeval(coco_gt, coco_dt, iouType="segm")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

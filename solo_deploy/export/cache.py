@@ -38,7 +38,7 @@ def onnx_cache_path(sha256: str) -> Path:
 
 def _reusable(path: Path, sha256: str) -> bool:
     """True when ``path`` is a valid export of exactly this model by this solo-deploy version."""
-    from .. import __version__
+    from .._version import __version__
     from .onnx_checks import load_onnx_checked
 
     if not path.is_file():
@@ -59,7 +59,7 @@ def _reusable(path: Path, sha256: str) -> bool:
 
 def cached_onnx(model_path: str | os.PathLike[str]) -> Path:
     """The cached float32 ONNX export of a ``.ckpt``/``.safetensors`` model (exported on first use)."""
-    from ..model.modelfile import file_sha256
+    from ..core.meta import file_sha256
     from .onnx_export import export_onnx
 
     model_path = Path(model_path)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import BadInputError
+from ..core.onnx_header import check_external_locations as check_locations
+from ..core.onnx_header import check_onnx_file
+from ..errors import BadInputError, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -28,10 +30,6 @@ __all__ = [
 ]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first[:300]
 
 
 def iter_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -76,23 +74,8 @@ def external_data_locations(model: onnx.ModelProto) -> list[str]:
 
 def check_external_locations(model: onnx.ModelProto, base_dir: Path, source: str) -> list[Path]:
     """Refuse external-data locations that are empty, absolute, use ``..`` or resolve outside
-    ``base_dir``; return the resolved files."""
-    base = base_dir.resolve()
-    files: list[Path] = []
-    for loc in external_data_locations(model):
-        if not loc:
-            raise BadInputError(f"{source}: a tensor is stored as external data without a location")
-        posix, win = PurePosixPath(loc), PureWindowsPath(loc)
-        # Check both path flavours: a model written on Windows may say "..\\w.bin" or "C:\\w.bin".
-        if posix.is_absolute() or win.is_absolute() or win.drive or ".." in posix.parts or ".." in win.parts:
-            raise BadInputError(f"{source}: refusing external data location {loc!r}: it must be a relative path "
-                                f"inside the model's folder {base_dir}")
-        target = (base / loc).resolve()
-        if target != base and base not in target.parents:
-            raise BadInputError(f"{source}: refusing external data location {loc!r}: it resolves to {target}, "
-                                f"outside the model's folder {base_dir}")
-        files.append(target)
-    return files
+    ``base_dir``; return the resolved files (the rule the runtime applies to a file's header)."""
+    return check_locations(external_data_locations(model), base_dir, source)
 
 
 def load_onnx_checked(path: str | os.PathLike[str], load_external: bool = True) -> onnx.ModelProto:
@@ -105,19 +88,13 @@ def load_onnx_checked(path: str | os.PathLike[str], load_external: bool = True) 
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"ONNX model not found: {path}")
-    if not path.is_file():
-        raise BadInputError(f"ONNX model path is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise BadInputError(f"ONNX model file is empty: {path}")
+    path = check_onnx_file(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise BadInputError(f"{path} is not a valid ONNX file ({_one_line(exc)})") from None
+        raise BadInputError(f"{path} is not a valid ONNX file ({one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - protobuf backends raise their own types on garbage
-        raise BadInputError(f"{path} is not a valid ONNX file ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise BadInputError(f"{path} is not a valid ONNX file ({type(exc).__name__}: {one_line(exc)})") from None
     # Protobuf parsing is lenient: many byte strings decode to a near-empty message.
     if model.ir_version <= 0 or not model.opset_import or len(model.graph.node) == 0:
         raise BadInputError(f"{path} is not a valid ONNX model (no IR version, opset or graph nodes)")
@@ -132,12 +109,12 @@ def load_onnx_checked(path: str | os.PathLike[str], load_external: bool = True) 
         else:
             onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - ValidationError and C++ errors alike
-        raise BadInputError(f"{path} fails ONNX validation: {_one_line(exc)}") from None
+        raise BadInputError(f"{path} fails ONNX validation: {one_line(exc)}") from None
     if load_external and external:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:  # noqa: BLE001
-            raise BadInputError(f"{path}: cannot read external data ({_one_line(exc)})") from None
+            raise BadInputError(f"{path}: cannot read external data ({one_line(exc)})") from None
     return model
 
 

@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path
 from .._paths import check_outputs
-from ..errors import BadInputError, RuntimeFailure
+from ..errors import BadInputError, RuntimeFailure, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
 
-    from ..model.modelfile import ModelMeta
+    from ..core.meta import ModelMeta
     from .parity import ParityReport
 
 log = logging.getLogger("solo_deploy.export")
@@ -134,7 +134,7 @@ def _half_deploy_module(net: torch.nn.Module, spec: Any) -> torch.nn.Module:
     """A float16 deploy module with float32 boundaries (uint8 in, float32 out); ``net`` untouched."""
     from torch import nn
 
-    from .wrapper import DeployWrapper
+    from ..model.deploy import DeployWrapper
 
     class FP32GroupNorm(nn.Module):
         """GroupNorm computed in float32 inside a float16 network (Cast in, Cast out)."""
@@ -267,9 +267,6 @@ def _set_io_shapes(model: onnx.ModelProto, input_name: str, names: list[str], sa
     return shapes
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _torch_export(module: torch.nn.Module, sample: torch.Tensor, input_name: str, names: list[str], opset: int,
@@ -292,9 +289,9 @@ def _torch_export(module: torch.nn.Module, sample: torch.Tensor, input_name: str
             if "dynamo" in str(exc):
                 raise RuntimeFailure("this torch has no TorchScript ONNX exporter (dynamo=False); solo-deploy "
                                      "export needs torch < 2.15 or an update of solo_deploy.export") from None
-            raise RuntimeFailure(f"torch.onnx.export failed: {_one_line(exc)}") from None
+            raise RuntimeFailure(f"torch.onnx.export failed: {one_line(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - exporter errors of every kind
-            raise RuntimeFailure(f"torch.onnx.export failed: {_one_line(exc)}") from None
+            raise RuntimeFailure(f"torch.onnx.export failed: {one_line(exc)}") from None
     # TracerWarnings (shape-to-bool conversions in CoordConv) are expected and documented above.
     for w in {str(w.message).splitlines()[0] for w in caught}:
         log.debug("exporter warning: %s", w)
@@ -310,7 +307,7 @@ def _simplify(model: onnx.ModelProto, keep: list[str]) -> onnx.ModelProto:
     try:
         slim = onnxslim.slim(model)
     except Exception as exc:  # noqa: BLE001 - a failed simplification is ours, not the user's
-        raise RuntimeFailure(f"onnxslim failed: {_one_line(exc)}") from None
+        raise RuntimeFailure(f"onnxslim failed: {one_line(exc)}") from None
     if slim is None:
         raise RuntimeFailure("onnxslim returned no model")
     names = {i.name for i in slim.graph.input} | {o.name for o in slim.graph.output}
@@ -327,27 +324,20 @@ def _check_and_infer(model: onnx.ModelProto, stage: str) -> onnx.ModelProto:
         onnx.checker.check_model(model, full_check=False)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - ValidationError / InferenceError
-        raise RuntimeFailure(f"the exported graph is invalid ({stage}): {_one_line(exc)}") from None
+        raise RuntimeFailure(f"the exported graph is invalid ({stage}): {one_line(exc)}") from None
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import torch
+def _versions() -> dict[str, str | None]:
+    from .._version import versions
 
-    from .. import __version__
-
-    out = {"solo_deploy": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
-    try:
-        import onnxslim
-
-        out["onnxslim"] = onnxslim.__version__
-    except Exception:  # noqa: BLE001 - the version is informative only
-        out["onnxslim"] = "unknown"
+    out = versions("torch", "onnx", "onnxslim")
+    out["torch"] = (out["torch"] or "").split("+")[0]  # without the local build tag (+cpu, +cu124)
+    out["onnxslim"] = out["onnxslim"] or "unknown"
     return out
 
 
 def _set_metadata(model: onnx.ModelProto, meta: ModelMeta, export_info: dict[str, Any]) -> None:
-    from .. import __version__
+    from .._version import __version__
 
     payload = meta.to_dict()
     payload["export"] = export_info
@@ -400,12 +390,13 @@ def export_onnx(model_path: str | Path, output: str | Path, imgsz: tuple[int, in
     import onnx
     import torch
 
-    from ..model.modelfile import build_network, file_sha256
+    from ..core.meta import file_sha256
+    from ..model.deploy import INPUT_NAME, DeployWrapper, output_names
+    from ..model.modelfile import build_network
     from .onnx_checks import restore_weights, strip_weights
     from .parity import ParityError
     from .parity import check_parity as run_parity
     from .trt_ops import check_tensorrt_compat
-    from .wrapper import INPUT_NAME, DeployWrapper, output_names
 
     t0 = time.perf_counter()
     model_path, output = Path(model_path), Path(output)
@@ -478,7 +469,7 @@ def export_onnx(model_path: str | Path, output: str | Path, imgsz: tuple[int, in
     try:
         onnx.checker.check_model(data)
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeFailure(f"the exported graph is invalid (with weights): {_one_line(exc)}") from None
+        raise RuntimeFailure(f"the exported graph is invalid (with weights): {one_line(exc)}") from None
 
     report = None
     if check_parity:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
 
-    from ..model.config import PostprocessConfig
-    from ..model.modelfile import ModelMeta
+    from ..core.config import PostprocessConfig
+    from ..core.meta import ModelMeta
 
 __all__ = ["InstanceAgreement", "OutputDiff", "ParityError", "ParityReport", "check_parity", "compare_instances",
            "compare_outputs", "ort_outputs", "random_images", "torch_outputs"]

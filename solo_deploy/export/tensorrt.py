@@ -30,15 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .._atomic import atomic_path, write_bytes, write_json
 from ..errors import BadInputError, RuntimeFailure
+from ..runtime.tensorrt import (
+    SIDECAR_FORMAT,
+    SIDECAR_SCHEMA,
+    TRT_MISSING,
+    _dtype_name,
+    _major_minor,
+    _trt_logger,
+    check_engine_sidecar,
+    gpu_info,
+    import_tensorrt,
+    read_sidecar,
+    sidecar_path,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from ..model.modelfile import ModelMeta
 
 log = logging.getLogger("solo_deploy.export")
 
@@ -46,7 +56,6 @@ __all__ = [
     "PRECISIONS",
     "TRT_MISSING",
     "BuildResult",
-    "TensorRTRunner",
     "build_engine",
     "check_engine_sidecar",
     "onnx_precision",
@@ -56,88 +65,13 @@ __all__ = [
     "sidecar_path",
 ]
 
-TRT_MISSING = "TensorRT is not installed: pip install 'solo-deploy[tensorrt]' (needs an NVIDIA GPU)"
 PRECISIONS = ("fp32", "fp16", "int8")
-SIDECAR_FORMAT = "solo-deploy-engine"
-SIDECAR_SCHEMA = 1
 DEFAULT_MAX_BATCH = 8
 
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers (run and tested without TensorRT)
 # ---------------------------------------------------------------------------------------------
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or a BadInputError that says how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BadInputError(TRT_MISSING) from None
-    except Exception as exc:  # noqa: BLE001 - e.g. missing CUDA libraries at import time
-        raise BadInputError(f"TensorRT is installed but cannot be imported ({exc}); {TRT_MISSING}") from None
-    return trt
-
-
-def _major_minor(version: str) -> tuple[int, int]:
-    parts = str(version).split(".")
-    try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except ValueError:
-        raise BadInputError(f"unreadable TensorRT version {version!r}") from None
-
-
-def sidecar_path(engine: str | os.PathLike[str]) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
-def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any]:
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise BadInputError(f"{engine} has no sidecar {path.name}: build engines with "
-                            f"'solo-deploy export MODEL --format engine' (the sidecar holds the model metadata)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"cannot read engine sidecar {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise BadInputError(f"{path} is not a solo-deploy engine sidecar")
-    return data
-
-
-def check_engine_sidecar(sidecar: dict[str, Any], trt_version: str | None, gpu: dict[str, Any] | None,
-                         engine: str = "engine") -> None:
-    """Refuse an engine built for another TensorRT major.minor or another GPU.
-
-    ``trt_version``: this machine's TensorRT (None: not checked). ``gpu``: ``{"name": str,
-    "compute_capability": [major, minor]}`` of the device to run on (None: not checked).
-    """
-    if sidecar.get("format") != SIDECAR_FORMAT:
-        raise BadInputError(f"{engine}: not a solo-deploy engine sidecar")
-    if int(sidecar.get("schema_version", 0)) > SIDECAR_SCHEMA:
-        raise BadInputError(f"{engine}: sidecar schema {sidecar.get('schema_version')} is newer than this "
-                            f"solo-deploy understands ({SIDECAR_SCHEMA}): upgrade solo-deploy")
-    built = sidecar.get("tensorrt", {}).get("version")
-    built_gpu = sidecar.get("gpu", {})
-    rebuild = "rebuild it here: solo-deploy export MODEL --format engine"
-    if trt_version is not None:
-        if not built:
-            raise BadInputError(f"{engine}: sidecar does not say which TensorRT built it; {rebuild}")
-        if _major_minor(built) != _major_minor(trt_version):
-            raise BadInputError(f"{engine} was built with TensorRT {built}, this machine has TensorRT {trt_version}: "
-                                f"engines only load on the same TensorRT major.minor; {rebuild}")
-    if gpu is not None:
-        want_cc = [int(v) for v in built_gpu.get("compute_capability", [])]
-        have_cc = [int(v) for v in gpu.get("compute_capability", [])]
-        if want_cc and have_cc and want_cc != have_cc:
-            raise BadInputError(f"{engine} was built for compute capability {'.'.join(map(str, want_cc))} "
-                                f"({built_gpu.get('name', '?')}), this GPU is {gpu.get('name', '?')} with "
-                                f"{'.'.join(map(str, have_cc))}; {rebuild}")
-        if built_gpu.get("name") and gpu.get("name") and built_gpu["name"] != gpu["name"]:
-            raise BadInputError(f"{engine} was built on a {built_gpu['name']}, this GPU is a {gpu['name']}: "
-                                f"TensorRT tunes engines per GPU model; {rebuild}")
-
-
 def onnx_precision(model: onnx.ModelProto) -> str:
     """Precision an ONNX graph carries: ``int8`` (Q/DQ nodes), ``fp16`` (float16 weights or
     Casts to float16) or ``fp32``."""
@@ -247,24 +181,6 @@ class BuildResult:
                 f"max {list(self.profile[2])}, {self.seconds:.0f} s) + {self.sidecar.name}")
 
 
-def gpu_info(device: int = 0) -> dict[str, Any]:
-    """Name and compute capability of a CUDA device (through torch)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BadInputError("no CUDA device visible to torch: TensorRT engines need an NVIDIA GPU")
-    props = torch.cuda.get_device_properties(device)
-    return {"name": props.name, "compute_capability": [props.major, props.minor],
-            "memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda}
-
-
-def _trt_logger(trt: Any) -> Any:
-    level = os.environ.get("SOLO_DEPLOY_LOG_LEVEL", "warning")
-    sev = {"debug": trt.Logger.VERBOSE, "info": trt.Logger.INFO, "error": trt.Logger.ERROR}.get(level,
-                                                                                                trt.Logger.WARNING)
-    return trt.Logger(sev)
-
-
 def _make_cache_calibrator(trt: Any, cache: bytes) -> Any:
     """A TensorRT 10 INT8 calibrator that only replays an existing calibration cache."""
 
@@ -287,13 +203,6 @@ def _make_cache_calibrator(trt: Any, cache: bytes) -> Any:
     return CacheCalibrator()
 
 
-def _dtype_name(trt: Any, dtype: Any) -> str:
-    try:
-        return np.dtype(trt.nptype(dtype)).name
-    except Exception:  # noqa: BLE001 - types numpy has no name for (bf16, fp8)
-        return str(dtype).split(".")[-1].lower()
-
-
 def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], precision: str | None = "fp32", *,
                  min_shape: Sequence[int] | None = None, opt_shape: Sequence[int] | None = None,
                  max_shape: Sequence[int] | None = None, max_batch: int = DEFAULT_MAX_BATCH,
@@ -308,8 +217,8 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     Not executable on the development machine: no TensorRT, no GPU there.
     """
     from .._atomic import _check_parent
+    from ..core.meta import INPUT_NAME
     from .onnx_checks import load_onnx_checked
-    from .wrapper import INPUT_NAME
 
     t0 = time.perf_counter()
     onnx_path, output = Path(onnx_path), Path(output)
@@ -395,7 +304,7 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     for i in range(network.num_outputs):
         t = network.get_output(i)
         io.append({"name": t.name, "mode": "output", "dtype": _dtype_name(trt, t.dtype), "shape": list(t.shape)})
-    from ..model.modelfile import file_sha256
+    from ..core.meta import file_sha256
 
     sidecar = {
         "format": SIDECAR_FORMAT,
@@ -414,105 +323,3 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     return BuildResult(path=output, sidecar=side, precision=precision, strongly_typed=plan.strongly_typed,
                        tensorrt_version=trt.__version__, gpu=gpu, profile=profile,
                        seconds=time.perf_counter() - t0, size_bytes=len(data))
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference (needs TensorRT and a GPU)
-# ---------------------------------------------------------------------------------------------
-class TensorRTRunner:
-    """Runs a solo-deploy engine with CUDA buffers owned by torch; outputs stay torch CUDA tensors.
-
-    ``runner(images)``: uint8 (N, H, W, 3) numpy or torch tensor -> ``(scores, kernels,
-    [mask_feat, ...])`` as torch CUDA tensors, enqueued on torch's current stream (so
-    post-processing on the same stream is ordered after inference without a host sync).
-    Not executable on the development machine: no TensorRT, no GPU there.
-    """
-
-    backend = "tensorrt"
-
-    def __init__(self, path: str | os.PathLike[str], device: str = "cuda") -> None:
-        from ..model.modelfile import ModelMeta
-
-        path = Path(path)
-        if not path.is_file():
-            raise BadInputError(f"engine file not found: {path}")
-        if path.stat().st_size == 0:
-            raise BadInputError(f"engine file is empty: {path}")
-        if not str(device).startswith("cuda"):
-            raise BadInputError(f"the tensorrt backend runs on a CUDA device, got --device {device}")
-        sidecar = read_sidecar(path)
-        self.meta: ModelMeta = ModelMeta.from_dict(sidecar["solo_deploy"], source=str(path))
-        self.sidecar = sidecar
-        trt = import_tensorrt()
-        import torch
-
-        index = torch.device(device).index or 0
-        check_engine_sidecar(sidecar, trt.__version__, gpu_info(index), engine=str(path))
-        self.device = f"cuda:{index}"
-        self._torch, self._trt = torch, trt
-        torch.cuda.set_device(index)
-        self._runtime = trt.Runtime(_trt_logger(trt))
-        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise BadInputError(f"TensorRT cannot deserialize {path} (corrupt, or built by another version)")
-        self.engine = engine
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise RuntimeFailure("TensorRT could not create an execution context (out of GPU memory?)")
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(self.input_names) != 1:
-            raise BadInputError(f"{path}: expected one input tensor, found {self.input_names}")
-        self.input_name = self.input_names[0]
-        from .wrapper import output_names
-
-        wanted = output_names(self.meta.model)
-        if sorted(wanted) != sorted(self.output_names):
-            raise BadInputError(f"{path}: engine outputs {self.output_names} do not match the model's {wanted}")
-        self.output_names = wanted  # contract order: scores, kernels, mask feats
-        self.max_batch = int(sidecar.get("engine", {}).get("profile", {}).get("max", [1])[0])
-        self._dtypes = {n: self._torch_dtype(engine.get_tensor_dtype(n)) for n in names}
-
-    def _torch_dtype(self, dtype: Any) -> Any:
-        trt, torch = self._trt, self._torch
-        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-                 trt.int8: torch.int8, trt.uint8: torch.uint8, trt.bool: torch.bool}
-        for name, tdt in (("int64", torch.int64), ("bf16", torch.bfloat16)):
-            if hasattr(trt, name):
-                table[getattr(trt, name)] = tdt
-        if dtype not in table:
-            raise RuntimeFailure(f"unsupported TensorRT tensor type {dtype}")
-        return table[dtype]
-
-    def _run_chunk(self, x: Any) -> list[Any]:
-        torch = self._torch
-        ctx = self.context
-        if not ctx.set_input_shape(self.input_name, tuple(int(v) for v in x.shape)):
-            raise BadInputError(f"input shape {tuple(x.shape)} is outside the engine's profile "
-                                f"{self.sidecar.get('engine', {}).get('profile')}")
-        ctx.set_tensor_address(self.input_name, int(x.data_ptr()))
-        outs = []
-        for name in self.output_names:
-            shape = tuple(int(v) for v in ctx.get_tensor_shape(name))
-            if any(v < 0 for v in shape):
-                raise RuntimeFailure(f"output {name} has an unresolved shape {shape}")
-            out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-            ctx.set_tensor_address(name, int(out.data_ptr()))
-            outs.append(out)
-        stream = torch.cuda.current_stream(self.device)
-        if not ctx.execute_async_v3(stream.cuda_stream):
-            raise RuntimeFailure("TensorRT execute_async_v3 failed")
-        return outs
-
-    def __call__(self, images: Any) -> tuple[Any, Any, list[Any]]:
-        torch = self._torch
-        if isinstance(images, np.ndarray):
-            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-                raise BadInputError(f"runner input must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
-        else:
-            x = images.to(self.device).contiguous()
-        parts = [self._run_chunk(x[i:i + self.max_batch]) for i in range(0, int(x.shape[0]), self.max_batch)]
-        outs = parts[0] if len(parts) == 1 else [torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]
-        return outs[0], outs[1], list(outs[2:])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.pbtxt import parse_pbtxt
 from ..errors import BadInputError
 
 __all__ = ["TensorSpec", "TritonModelSpec", "config_pbtxt", "model_spec", "parse_pbtxt", "write_triton_repo"]
@@ -127,17 +128,23 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
+def effective_max_batch(spec: TritonModelSpec, max_batch_size: int | None = None) -> int:
+    """Triton's ``max_batch_size`` for ``spec``: the request (or the engine profile's, or 8) for a
+    dynamic batch; 0 for a fixed batch (Triton then passes full shapes, no server-side batching)."""
+    if not spec.batch_dynamic:
+        return 0
+    mbs = int(max_batch_size or spec.max_batch_profile or DEFAULT_MAX_BATCH)
+    if spec.max_batch_profile is not None and mbs > spec.max_batch_profile:
+        raise BadInputError(f"max_batch_size {mbs} exceeds the engine profile's max batch {spec.max_batch_profile}")
+    if mbs < 1:
+        raise BadInputError(f"max_batch_size must be at least 1, got {mbs}")
+    return mbs
+
+
 def config_pbtxt(name: str, spec: TritonModelSpec, max_batch_size: int | None = None,
                  dynamic_batching: bool = True) -> str:
     """The ``config.pbtxt`` text for ``spec`` (protobuf text format of Triton's ModelConfig)."""
-    if spec.batch_dynamic:
-        mbs = int(max_batch_size or spec.max_batch_profile or DEFAULT_MAX_BATCH)
-        if spec.max_batch_profile is not None and mbs > spec.max_batch_profile:
-            raise BadInputError(f"max_batch_size {mbs} exceeds the engine profile's max batch {spec.max_batch_profile}")
-        if mbs < 1:
-            raise BadInputError(f"max_batch_size must be at least 1, got {mbs}")
-    else:
-        mbs = 0  # the model has a fixed batch: Triton passes full shapes, no server-side batching
+    mbs = effective_max_batch(spec, max_batch_size)
 
     def tensors(kind: str, items: tuple[TensorSpec, ...]) -> list[str]:
         lines = [f"{kind} ["]
@@ -163,131 +170,6 @@ def config_pbtxt(name: str, spec: TritonModelSpec, max_batch_size: int | None = 
     return "\n".join(lines) + "\n"
 
 
-_TOKEN = re.compile(
-    r'\s*(?:(#[^\n]*)'  # comment
-    r'|("(?:[^"\\]|\\.)*")'  # string
-    r'|([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)'  # number
-    r'|([A-Za-z_][\w.]*)'  # identifier or enum
-    r'|([{}\[\]:,;]))', re.DOTALL)
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "'": "'", "\\": "\\"}
-
-
-def _unquote(tok: str) -> str:
-    body, out, i = tok[1:-1], [], 0
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\" and i + 1 < len(body):
-            out.append(_ESCAPES.get(body[i + 1], body[i + 1]))
-            i += 2
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
-
-
-def parse_pbtxt(text: str) -> dict[str, Any]:
-    """Parse the protobuf text-format subset our configs use into nested dicts.
-
-    Scalars become str/int/float (enums stay strings); a field that repeats or is written as a
-    ``[...]`` list becomes a list. Enough to read back (and test) what :func:`config_pbtxt` writes.
-    """
-    tokens: list[tuple[str, Any]] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            if text[pos:].strip() == "":
-                break
-            raise BadInputError(f"config.pbtxt: cannot parse near {text[pos:pos + 30]!r}")
-        pos = m.end()
-        comment, string, number, ident, punct = m.groups()
-        if comment:
-            continue
-        if string is not None:
-            tokens.append(("str", _unquote(string)))
-        elif number is not None:
-            tokens.append(("num", float(number) if any(c in number for c in ".eE") else int(number)))
-        elif ident is not None:
-            tokens.append(("id", ident))
-        elif punct is not None:
-            tokens.append(("p", punct))
-    i = 0
-
-    def peek() -> tuple[str, Any] | None:
-        return tokens[i] if i < len(tokens) else None
-
-    def take(kind: str | None = None, value: Any = None) -> tuple[str, Any]:
-        nonlocal i
-        if i >= len(tokens):
-            raise BadInputError("config.pbtxt: unexpected end of text")
-        tok = tokens[i]
-        if (kind and tok[0] != kind) or (value is not None and tok[1] != value):
-            raise BadInputError(f"config.pbtxt: expected {value or kind}, got {tok[1]!r}")
-        i += 1
-        return tok
-
-    def scalar() -> Any:
-        kind, val = take()
-        if kind in ("str", "num", "id"):
-            return val
-        raise BadInputError(f"config.pbtxt: unexpected {val!r}")
-
-    def item() -> Any:
-        if peek() == ("p", "{"):
-            take("p", "{")
-            return message("}")
-        return scalar()
-
-    def message(end: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        listed: set[str] = set()  # keys whose value is a list (repeated or bracketed)
-
-        def add(key: str, values: list[Any], as_list: bool) -> None:
-            if key in out:
-                if key not in listed:
-                    out[key] = [out[key]]
-                    listed.add(key)
-                out[key].extend(values)
-            elif as_list:
-                out[key] = list(values)
-                listed.add(key)
-            else:
-                out[key] = values[0]
-
-        while True:
-            tok = peek()
-            if tok is None:
-                if end is not None:
-                    raise BadInputError("config.pbtxt: missing closing brace")
-                return out
-            if end is not None and tok == ("p", end):
-                take()
-                return out
-            if tok[0] == "p" and tok[1] in ",;":
-                take()
-                continue
-            key = take("id")[1]
-            if peek() == ("p", ":"):
-                take()
-            if peek() == ("p", "["):
-                take()
-                values: list[Any] = []
-                while peek() != ("p", "]"):
-                    if peek() == ("p", ","):
-                        take()
-                        continue
-                    values.append(item())
-                take("p", "]")
-                add(key, values, True)
-            else:
-                add(key, [item()], False)
-
-    return message(None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Repository writer
-# ---------------------------------------------------------------------------------------------
 def model_name(name: str | None, src: str | os.PathLike[str]) -> str:
     """The Triton model name: ``name``, checked, or one made from the file name."""
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(src).stem)
@@ -298,15 +180,16 @@ def model_name(name: str | None, src: str | os.PathLike[str]) -> str:
 
 def write_triton_repo(onnx_or_engine: str | os.PathLike[str], repo_dir: str | os.PathLike[str],
                       name: str | None = None, *, max_batch_size: int | None = None,
-                      dynamic_batching: bool = True, version: int = 1) -> Path:
+                      dynamic_batching: bool = True, version: int = 1, spec: TritonModelSpec | None = None) -> Path:
     """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/<version>/model.{onnx,plan}``.
 
     Returns the model folder. An existing model folder of that name is replaced as a whole.
+    ``spec``: the file's ``model_spec`` when the caller has read it already.
     """
     from .._atomic import _check_parent
 
     src = Path(onnx_or_engine)
-    spec = model_spec(src)
+    spec = spec or model_spec(src)
     name = model_name(name, src)
     if version < 1:
         raise BadInputError(f"model version must be >= 1, got {version}")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from ..core.config import ModelConfig
 
 
 class RawOutputs(NamedTuple):
@@ -28,7 +28,9 @@ class RawOutputs(NamedTuple):
 
 
 def conv_gn_relu(cin: int, cout: int, groups: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True)
+    )
 
 
 def coord_features(x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +78,9 @@ class SOLOv2Head(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, f, g = cfg.fpn_channels, cfg.head_channels, cfg.norm_groups
-        self.kernel_convs = nn.Sequential(*[conv_gn_relu(c + 2 if i == 0 else f, f, g) for i in range(cfg.stacked_convs)])
+        self.kernel_convs = nn.Sequential(
+            *[conv_gn_relu(c + 2 if i == 0 else f, f, g) for i in range(cfg.stacked_convs)]
+        )
         self.cate_convs = nn.Sequential(*[conv_gn_relu(c if i == 0 else f, f, g) for i in range(cfg.stacked_convs)])
         self.kernel_out = nn.Conv2d(f, cfg.mask_channels, 3, padding=1)
         self.cate_out = nn.Conv2d(f, cfg.num_classes, 3, padding=1)

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.config import ModelConfig
 from .backbone import BackboneFPN
-from .config import ModelConfig
 from .heads import RawOutputs, SOLOHead, SOLOv2Head
 
 

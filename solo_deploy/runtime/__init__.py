@@ -5,7 +5,7 @@ Nothing heavy is imported here; names resolve lazily from the submodules on firs
 """
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_exports
 
 __all__ = [
     "CellInfo",
@@ -20,12 +20,4 @@ __all__ = [
     "to_numpy",
 ]
 
-_LAZY = {name: "postprocess" for name in __all__}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".postprocess"))

@@ -130,15 +130,6 @@ def gpus() -> list[dict[str, Any]]:
     return out
 
 
-def _dist_version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def _module_version(module: str) -> str | None:
     try:
         return str(importlib.import_module(module).__version__)
@@ -148,7 +139,7 @@ def _module_version(module: str) -> str | None:
 
 def describe() -> dict[str, Any]:
     """Versions and working backends/devices, for ``solo-deploy info`` (plain JSON-able dict)."""
-    from .. import __version__
+    from .._version import dist_version, versions
 
     try:
         import onnxruntime as ort
@@ -163,15 +154,12 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {
-            "solo_deploy": __version__,
-            "torch": _dist_version("torch"),
+            **versions("torch"),
             "torch_cuda": _torch_cuda_version(),
-            "onnxruntime": _dist_version("onnxruntime-gpu", "onnxruntime"),
-            "onnx": _dist_version("onnx"),
-            "onnxslim": _dist_version("onnxslim"),
-            "tensorrt": trt,
+            **versions("onnxruntime", "onnx", "onnxslim"),
+            "tensorrt": trt,  # importable, not just installed
             "cupy": _module_version("cupy"),
-            "tritonclient": _dist_version("tritonclient"),
+            **versions("tritonclient"),
         },
         "onnxruntime_providers": ort_providers,
         "gpus": gpus(),
@@ -179,7 +167,7 @@ def describe() -> dict[str, Any]:
             "torch": ["cpu", "cuda"] if torch_cuda else ["cpu"],
             "onnxruntime": ["cpu", "cuda"] if ort_cuda else ["cpu"],
             "tensorrt": ["cuda"] if trt and torch_cuda else [],
-            "triton": ["remote"] if _dist_version("tritonclient") else [],
+            "triton": ["remote"] if dist_version("tritonclient") else [],
         },
     }
 

@@ -5,12 +5,14 @@ runtime never pulls in Lightning or training code.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..model.config import ModelConfig
+from ..core.config import ModelConfig
+from ..core.instances import detections_to_coco
 from ..preprocess import Letterbox
 from .postprocess import CellInfo, Detections, cell_info, masks_to_image, postprocess_batch, to_numpy
 
@@ -40,8 +42,6 @@ def final_masks(det: Detections, letterbox: Letterbox, mask_thr: float) -> np.nd
 def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], letterboxes: Sequence[Letterbox],
                           image_ids: Sequence[int], cat_ids: Sequence[int], post=None) -> list[dict[str, Any]]:
     """Raw outputs of a batch -> COCO results (RLE masks on the original images)."""
-    from ..evaluation.coco_eval import detections_to_coco
-
     post = post or meta.postprocess
     results: list[dict[str, Any]] = []
     for det, lb, image_id in zip(postprocess_outputs(meta, scores, kernels, mask_feats, post), letterboxes, image_ids):

@@ -32,15 +32,17 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._paths import check_model_path, check_outputs
+from .._lazy import lazy_import
 from ..errors import BadInputError, SoloDeployError
 from .sinks import FrameResult, Sink
 from .sources import Frame, Source
+
+cv2 = lazy_import("cv2")
+threadpoolctl = lazy_import("threadpoolctl")
 
 log = logging.getLogger("solo_deploy.runtime.pipeline")
 
@@ -146,16 +148,12 @@ def helper_pools_single_threaded() -> Any:
     (pipeline/bare 0.57 -> 0.76 with the pools limited, same run).
     """
     global _pools_users
-    import cv2
-
     with _POOLS_LOCK:
         if _pools_users == 0:
             _pools_restore.append(cv2.getNumThreads())
             cv2.setNumThreads(1)
             try:
-                from threadpoolctl import threadpool_limits
-
-                _pools_restore.append(threadpool_limits(limits=1, user_api="blas"))
+                _pools_restore.append(threadpoolctl.threadpool_limits(limits=1, user_api="blas"))
             except Exception:  # noqa: BLE001 - optional speed-up; an unknown BLAS build must not fail a run
                 _pools_restore.append(None)
         _pools_users += 1
@@ -541,106 +539,4 @@ def format_summary(s: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # The `run` command's engine
 # ---------------------------------------------------------------------------------------------
-def build_predictor(model: str | Path, backend: str = "auto", device: str = "cpu", threads: int | None = None,
-                    conf: float | None = None, **kwargs: Any) -> Any:
-    """A ``Predictor`` for ``model``; ``auto`` exports a PyTorch model file to a cached ONNX once."""
-    from .predictor import Predictor
-    from .runners import detect_backend, make_runner
-
-    if backend == "auto" and not device.startswith("cuda") and detect_backend(model) == "torch":
-        # make_runner's own auto path does the same; resolving the cached export here keeps
-        # `run` working while make_runner re-checks the original file's kind after exporting.
-        try:
-            from ..export.cache import cached_onnx
-
-            model, backend = cached_onnx(model), "onnxruntime"
-        except ImportError as exc:
-            # The ONNX export path is optional (onnx / onnxslim missing): PyTorch runs the model too.
-            log.warning("ONNX export unavailable (%s); using the torch backend", exc)
-            backend = "torch"
-    kwargs.setdefault("spin", False)  # the pipeline's other stages need the cores ORT would spin on
-    runner = make_runner(model, backend=backend, device=device, threads=threads, **kwargs)
-    return Predictor(runner, conf=conf)
-
-
-def run_outputs(videos: Sequence[str], model: str | Path | None, output: str | Path | None,
-                save_json: str | Path | None) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-    """(outputs, inputs) of a run as (option, path) pairs, for :func:`check_outputs`: the video of
-    each stream and the JSON lines; the source files and the model."""
-    from .sinks import stream_path
-
-    outs: list[tuple[str, Any]] = [("--output", stream_path(Path(output), i, len(videos)))
-                                   for i in range(len(videos))] if output is not None else []
-    outs.append(("--save-json", save_json))
-    ins: list[tuple[str, Any]] = [("--video", Path(v)) for v in videos if Path(v).is_file()]
-    ins.append(("--model", model))
-    return outs, ins
-
-
-def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu",
-        output: str | Path | None = None, save_json: str | Path | None = None, show: bool = False,
-        conf: float | None = None, max_frames: int | None = None, vid_stride: int = 1,
-        reconnect_timeout: float = 30.0, threads: int | None = None, progress: bool = True,
-        handle_signals: bool = True, **runner_kwargs: Any) -> dict[str, Any]:
-    """Open the sources, load the model (the shipped default when ``model`` is None), run the
-    pipeline into the requested sinks and return its summary (see ``Pipeline.summary``)."""
-    from .defaults import default_model_path
-    from .sinks import GroundTruthEval, JsonlSink, ProgressSink, ShowSink, VideoSink, check_video_path, stream_path
-    from .sources import DemoSource, make_source
-
-    if not videos:
-        raise BadInputError("give at least one --video SOURCE (camN, a file, a URL, a folder/glob or demo)")
-    if conf is not None and not 0.0 <= conf <= 1.0:
-        raise BadInputError(f"--conf must be within [0, 1], got {conf}")
-    if vid_stride < 1:
-        raise BadInputError(f"--vid-stride must be at least 1, got {vid_stride}")
-    if max_frames is not None and max_frames < 1:
-        raise BadInputError(f"--max-frames must be at least 1, got {max_frames}")
-    if reconnect_timeout < 0:
-        raise BadInputError(f"--reconnect-timeout must be non-negative, got {reconnect_timeout}")
-    if threads is not None and threads < 1:
-        raise BadInputError(f"--threads must be at least 1, got {threads}")
-    if output is not None:
-        check_video_path(Path(output))
-    model_path = Path(model) if model is not None else default_model_path()
-    if backend != "triton":
-        check_model_path(model_path)
-    check_outputs(*run_outputs(videos, None if backend == "triton" else model_path, output, save_json))
-
-    # Sources first: a missing camera or file fails in a second, before a model export.
-    demo_frames = max_frames * vid_stride if max_frames else None
-    sources: list[Source] = []
-    sinks: list[Sink] = []
-    try:
-        for spec in videos:
-            sources.append(make_source(spec, reconnect_timeout=reconnect_timeout, demo_frames=demo_frames).open())
-        predictor = build_predictor(model_path if backend != "triton" else str(model), backend=backend,
-                                    device=device, threads=threads, conf=conf, **runner_kwargs)
-        pipe_holder: list[Pipeline] = []
-        if output is not None:
-            for i, src in enumerate(sources):
-                sinks.append(VideoSink(stream_path(Path(output), i, len(sources)), src.output_fps(vid_stride), i))
-        if save_json is not None:
-            sinks.append(JsonlSink(save_json))
-        if show:
-            sinks.append(ShowSink(on_quit=lambda: pipe_holder[0].stop("quit key") if pipe_holder else None))
-        demo_classes = [s.class_names for s in sources if isinstance(s, DemoSource)]
-        if demo_classes and tuple(predictor.class_names) == demo_classes[0]:
-            sinks.append(GroundTruthEval(predictor.class_names))
-        totals = [s.expected_frames(vid_stride, max_frames) for s in sources]
-        if progress and all(t is not None for t in totals):
-            sinks.append(ProgressSink(int(sum(t for t in totals if t is not None))))
-        pipe = Pipeline(predictor, sources, sinks, conf=conf, vid_stride=vid_stride, max_frames=max_frames)
-        pipe_holder.append(pipe)
-    except BaseException:
-        for sink in sinks:
-            sink.discard()
-        for src in sources:
-            src.close()
-        raise
-    summary = pipe.run(handle_signals=handle_signals, warmup=True)
-    summary["model"] = str(model_path if backend != "triton" else model)
-    return summary
-
-
-__all__ = ["STAGES", "LatencyStats", "Pipeline", "build_predictor", "format_summary", "run"]
+__all__ = ["STAGES", "LatencyStats", "Pipeline", "format_summary"]

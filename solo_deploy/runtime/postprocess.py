@@ -42,7 +42,7 @@ from array_api_compat import device as array_device
 from ..errors import BadInputError
 
 if TYPE_CHECKING:  # type-only: the runtime must not import the model package (it may pull in torch)
-    from ..model.config import PostprocessConfig
+    from ..core.config import PostprocessConfig
     from ..preprocess import Letterbox
 
 Array = Any  # an array of any array-API namespace (numpy.ndarray, torch.Tensor, cupy.ndarray)

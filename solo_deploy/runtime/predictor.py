@@ -1,106 +1,27 @@
 """The Python API: ``solo_deploy.load(MODEL).predict(image)`` -> ``Instances``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from functools import cached_property
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
+from .._lazy import lazy_import
 from .._stderr import quiet_native_stderr
+from ..core.instances import Instances
+from ..core.meta import ModelMeta
 from ..errors import BadInputError
-from ..evaluation.coco_eval import masks_to_boxes
-from ..model.modelfile import ModelMeta
 from ..preprocess import Letterbox, as_bgr_uint8
 from .inference import final_masks, postprocess_outputs
 from .postprocess import to_numpy
 
-# Distinct, colour-blind friendly overlay colours (BGR), cycled by class.
-PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
-           (204, 121, 167), (120, 120, 120)]
-
-
-@dataclass
-class Instances:
-    """Instances of one image on its original grid.
-
-    masks bool (K, H, W); labels int64 (K,); scores float32 (K,); boxes float32 (K, 4) as x0, y0, x1, y1,
-    and ``rles`` computed from ``masks`` on first use and kept (build a new ``Instances`` to change masks).
-    """
-
-    masks: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    class_names: tuple[str, ...]
-    image_hw: tuple[int, int]
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @cached_property
-    def boxes(self) -> np.ndarray:
-        # Cached: the overlay and the JSON lines both need them (a pass over every mask).
-        return masks_to_boxes(self.masks)
-
-    @cached_property
-    def rles(self) -> list[dict[str, Any]]:
-        """COCO compressed RLEs of ``masks``; cached: the JSON lines and the demo's evaluation
-        both need them."""
-        from ..evaluation.coco_eval import encode_masks
-
-        return encode_masks(self.masks, self.boxes)
-
-    def to_coco(self, image_id: int = 0, cat_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """COCO results (RLE masks) for this image."""
-        from ..evaluation.coco_eval import detections_to_coco
-
-        cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(self.class_names) + 1))
-        return detections_to_coco(image_id, self.masks, self.labels, self.scores, cat_ids, rles=self.rles)
-
-    def plot(self, image_bgr: np.ndarray, alpha: float = 0.5, labels: bool = True) -> np.ndarray:
-        """A copy of ``image_bgr`` with masks, outlines and class/score labels drawn (BGR uint8)."""
-        import cv2
-
-        out = as_bgr_uint8(image_bgr).copy()
-        if len(self) == 0:
-            return out
-        colours = np.array([PALETTE[int(c) % len(PALETTE)] for c in self.labels], np.uint8)
-        boxes = self.boxes.astype(np.int64)
-        # Paint back to front so higher scores end on top. Each instance touches only its box
-        # (a full-frame boolean assignment per instance cost ~5 ms at 640x480 with 20 instances).
-        idmap = np.full(self.image_hw, -1, np.int32)
-        for k in np.argsort(self.scores).tolist():
-            x0, y0, x1, y1 = boxes[k].tolist()
-            np.copyto(idmap[y0:y1, x0:x1], k, where=self.masks[k, y0:y1, x0:x1])
-        # Whole-frame blend with OpenCV, copied back under the foreground: several times faster
-        # than gathering the foreground pixels into float arrays (the overlay was ~40% of the
-        # sinks' time at 640x480 with 20 instances).
-        if len(self) < 255:  # ids fit a uint8 map: a cv2.LUT gives the colour image
-            ids = (idmap + 1).astype(np.uint8)  # 0 = background
-            lut = np.zeros((256, 1, 3), np.uint8)
-            lut[1:len(self) + 1, 0] = colours
-            colour_img = cv2.LUT(cv2.merge([ids, ids, ids]), lut)
-        else:
-            ids = (idmap + 1).astype(np.uint16)
-            colour_img = np.take(np.vstack([np.zeros((1, 3), np.uint8), colours]), ids, axis=0)
-        blended = cv2.addWeighted(out, 1 - alpha, colour_img, alpha, 0)
-        cv2.copyTo(blended, (ids > 0).view(np.uint8), out)
-        edges = cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-        out[edges] = (255, 255, 255)
-        if labels:
-            for k, (x0, y0, _, _) in enumerate(boxes.tolist()):
-                text = f"{self.class_names[int(self.labels[k])]} {self.scores[k]:.2f}"
-                cv2.putText(out, text, (int(x0), max(10, int(y0) - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                            tuple(int(c) for c in PALETTE[int(self.labels[k]) % len(PALETTE)]), 1, cv2.LINE_AA)
-        return out
-
+cv2 = lazy_import("cv2")
+array_api_compat = lazy_import("array_api_compat")
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as BGR uint8 (H, W, 3), turned upright as its EXIF orientation says
     (what photo viewers show); grayscale, alpha and 16-bit are handled; one-line errors."""
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"image not found: {path}")
@@ -124,13 +45,6 @@ class Predictor:
         self.meta: ModelMeta = runner.meta
         self.conf = conf
 
-    @classmethod
-    def from_file(cls, model: str | Path, backend: str = "auto", device: str = "cpu", conf: float | None = None,
-                  **kwargs: Any) -> "Predictor":
-        from .runners import make_runner
-
-        return cls(make_runner(model, backend=backend, device=device, **kwargs), conf=conf)
-
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.meta.class_names
@@ -151,7 +65,9 @@ class Predictor:
         scores, kernels, feats = self.runner(batch)
         return self.finish(scores, kernels, feats, letterboxes, conf)
 
-    def finish(self, scores, kernels, feats, letterboxes: Sequence[Letterbox], conf: float | None = None) -> list[Instances]:
+    def finish(
+        self, scores, kernels, feats, letterboxes: Sequence[Letterbox], conf: float | None = None
+    ) -> list[Instances]:
         """Raw outputs of a batch -> ``Instances`` per image."""
         conf = self.conf if conf is None else conf
         post = self.meta.postprocess
@@ -160,8 +76,6 @@ class Predictor:
             if conf is not None and len(det):
                 keep = to_numpy(det.scores) >= conf
                 if not keep.all():
-                    import array_api_compat
-
                     xp = array_api_compat.array_namespace(det.scores)
                     idx = xp.asarray(np.nonzero(keep)[0], device=array_api_compat.device(det.scores))
                     det = replace(det, soft_masks=xp.take(det.soft_masks, idx, axis=0),

@@ -12,9 +12,8 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -23,9 +22,13 @@ import numpy as np
 
 from .. import _atomic
 from .._atomic import DiskFullError, atomic_open, atomic_path
+from .._lazy import lazy_import
+from ..core.instances import Instances
 from ..errors import BadInputError, RuntimeFailure
-from .predictor import Instances
 from .sources import Frame
+
+cv2 = lazy_import("cv2")
+tqdm = lazy_import("tqdm")
 
 log = logging.getLogger("solo_deploy.runtime.sinks")
 
@@ -126,8 +129,6 @@ class VideoSink(Sink):
         self._size: tuple[int, int] | None = None
 
     def write(self, result: FrameResult) -> None:
-        import cv2
-
         if result.frame.stream != self.stream:
             return
         img = result.overlay
@@ -259,8 +260,6 @@ class ShowSink(Sink):
     def write(self, result: FrameResult) -> None:
         if not self.enabled:
             return
-        import cv2
-
         title = f"solo-deploy [{result.frame.stream}] {result.source}"
         try:
             cv2.imshow(title, result.overlay)
@@ -276,8 +275,6 @@ class ShowSink(Sink):
 
     def close(self) -> None:
         if self._windows:
-            import cv2
-
             with contextlib.suppress(cv2.error):
                 cv2.destroyAllWindows()
                 cv2.waitKey(1)
@@ -289,10 +286,8 @@ class ProgressSink(Sink):
     name = "progress"
 
     def __init__(self, total: int, desc: str = "run", disable: bool | None = None) -> None:
-        from tqdm import tqdm
-
         self.count = 0
-        self.bar = tqdm(total=total, desc=desc, unit="frame", disable=disable, dynamic_ncols=True, leave=True)
+        self.bar = tqdm.tqdm(total=total, desc=desc, unit="frame", disable=disable, dynamic_ncols=True, leave=True)
 
     def write(self, result: FrameResult) -> None:
         self.count += 1
@@ -302,53 +297,5 @@ class ProgressSink(Sink):
         self.bar.close()
 
 
-class GroundTruthEval(Sink):
-    """COCO mask AP of the processed frames that carry ground truth (the demo source).
-
-    ``class_names`` are the model's; evaluation needs them to equal the ground truth's classes.
-    """
-
-    name = "demo_eval"
-
-    def __init__(self, class_names: Sequence[str]) -> None:
-        self.class_names = tuple(class_names)
-        self.images: list[dict[str, Any]] = []
-        self.gt_anns: list[dict[str, Any]] = []
-        self.results: list[dict[str, Any]] = []
-        self.metrics: dict[str, Any] | None = None
-        self._lock = threading.Lock()
-
-    def write(self, result: FrameResult) -> None:
-        from ..evaluation.coco_eval import encode_masks
-
-        f = result.frame
-        if f.gt is None:
-            return
-        masks, labels = f.gt
-        image_id = f.stream * 1_000_000 + f.index + 1  # unique over streams; COCO ids start at 1
-        h, w = f.image.shape[:2]
-        self.images.append({"id": image_id, "height": int(h), "width": int(w)})
-        for rle, lab in zip(encode_masks(np.asarray(masks, bool)), np.asarray(labels).tolist()):
-            self.gt_anns.append({"id": len(self.gt_anns) + 1, "image_id": image_id, "category_id": int(lab) + 1,
-                                 "segmentation": rle, "iscrowd": 0})
-        self.results += result.instances.to_coco(image_id=image_id)
-
-    def close(self) -> None:
-        if not self.images:
-            return
-        from ..evaluation.coco_eval import evaluate
-
-        gt = {"images": self.images, "annotations": self.gt_anns,
-              "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]}
-        m = evaluate(gt, self.results, self.class_names)
-        self.metrics = {"frames": len(self.images), **{k: m[k] for k in ("AP", "AP50", "AP75")}}
-
-    def discard(self) -> None:
-        pass
-
-    def summary(self) -> dict[str, Any] | None:
-        return {"demo_eval": self.metrics} if self.metrics else None
-
-
-__all__ = ["FrameResult", "GroundTruthEval", "JsonlSink", "ProgressSink", "ShowSink", "Sink", "VideoSink",
+__all__ = ["FrameResult", "JsonlSink", "ProgressSink", "ShowSink", "Sink", "VideoSink",
            "check_video_path", "display_available", "instances_to_json", "stream_path"]

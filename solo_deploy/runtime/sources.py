@@ -9,7 +9,10 @@ the pipeline keeps only the newest one; file-like sources (video files, image fo
 as fast as the pipeline consumes them and never lose a frame.
 
 OpenCV and FFmpeg print their own warnings to stderr (e.g. on a missing camera or a refused
-connection); they are silenced here, before cv2 is imported, and our messages replace them.
+connection). Importing this module changes nothing in the process: the console entry silences them
+(``OPENCV_LOG_LEVEL`` and ``OPENCV_FFMPEG_LOGLEVEL`` before cv2 loads, then :func:`quiet_opencv`),
+and our one-line messages replace them. A Python caller who wants the same sets those variables
+before importing cv2 and calls :func:`quiet_opencv`.
 """
 from __future__ import annotations
 
@@ -26,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# FFmpeg reads its log level once, when cv2 loads it: these must precede `import cv2`.
-os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-
 import cv2
 import numpy as np
 
+from .._lazy import lazy_import
 from .._paths import IMAGE_SUFFIXES
 from ..errors import BadInputError
+from .predictor import read_image
+
+_synthetic = lazy_import("solo_deploy.data.synthetic")
 
 log = logging.getLogger("solo_deploy.runtime.sources")
 
@@ -51,9 +54,6 @@ def quiet_opencv(verbose: bool = False) -> None:
     """Silence OpenCV's own log (or let it speak at --log-level debug)."""
     lv = cv2.utils.logging
     lv.setLogLevel(lv.LOG_LEVEL_INFO if verbose else lv.LOG_LEVEL_SILENT)
-
-
-quiet_opencv()
 
 
 @dataclass
@@ -423,8 +423,6 @@ class ImageFolderSource(Source):
         self._skipped = 0
 
     def _read(self, stop: threading.Event) -> Frame | None:
-        from .predictor import read_image
-
         while self._pos < len(self.files):
             path = self.files[self._pos]
             t0 = time.perf_counter()
@@ -509,12 +507,10 @@ class DemoSource(IterableSource):
     kind = "demo"
 
     def __init__(self, n_frames: int | None = None, fps: float = DEMO_FPS) -> None:
-        from ..data.synthetic import SPLITS, SyntheticConfig, render_video_frames
-
-        n = SPLITS["demo"].count if n_frames is None else int(n_frames)
-        self.config = SyntheticConfig()
+        n = _synthetic.SPLITS["demo"].count if n_frames is None else int(n_frames)
+        self.config = _synthetic.SyntheticConfig()
         frames = ((img, (masks, labels)) for img, masks, labels in
-                  render_video_frames(SPLITS["demo"].seed, n, self.config))
+                  _synthetic.render_video_frames(_synthetic.SPLITS["demo"].seed, n, self.config))
         super().__init__(frames, fps=fps, live=True, count=n, name="demo")
 
     @property

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, RuntimeFailure
-from ..model.modelfile import ModelMeta
+from ..core.meta import ModelMeta
+from ..core.pbtxt import parse_pbtxt
+from ..errors import BadInputError, RuntimeFailure, one_line
+from .runners import Runner
 
 __all__ = ["TRITONCLIENT_MISSING", "TritonRunner"]
 
@@ -35,9 +37,6 @@ def _import_client(http: bool) -> Any:
     return client
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _meta_from_config(config: dict[str, Any], source: str) -> ModelMeta:
@@ -56,16 +55,16 @@ def _meta_from_config(config: dict[str, Any], source: str) -> ModelMeta:
         raise BadInputError(f"{source}: solo_deploy parameter is not valid JSON") from None
 
 
-class TritonRunner:
-    """Runner over Triton: uint8 (N, H, W, 3) numpy in, numpy raw outputs back."""
+class TritonRunner(Runner):
+    """Runner over Triton: uint8 (N, H, W, 3) numpy in, numpy raw outputs back.
+
+    Building it connects and reads the model's configuration (its metadata travels there); the
+    model is loaded by the server, so :meth:`start` has nothing to load."""
 
     backend = "triton"
 
     def __init__(self, model_name_or_path: str, url: str = "localhost:8001", timeout_s: float = 60.0) -> None:
-        from ..export.wrapper import INPUT_NAME, output_names
-
         self.url = url
-        self.device = f"triton:{url}"
         http = url.startswith(("http://", "https://"))
         address = url.split("://", 1)[1] if "://" in url else url
         local = Path(model_name_or_path)
@@ -73,8 +72,6 @@ class TritonRunner:
         if local.is_file() and local.name == "config.pbtxt":
             local = local.parent
         if (local / "config.pbtxt").is_file():
-            from ..export.triton import parse_pbtxt
-
             local_config = parse_pbtxt((local / "config.pbtxt").read_text(encoding="utf-8"))
             self.model_name = str(local_config.get("name") or local.name)
         else:
@@ -89,7 +86,7 @@ class TritonRunner:
                 self.client = self._client_mod.InferenceServerClient(url=address)
             live = self.client.is_server_live()
         except Exception as exc:  # noqa: BLE001 - connection errors of either client
-            raise BadInputError(f"cannot reach Triton at {url}: {_first_line(exc)}") from None
+            raise BadInputError(f"cannot reach Triton at {url}: {one_line(exc)}") from None
         if not live:
             raise BadInputError(f"Triton at {url} is not live")
         try:
@@ -102,11 +99,9 @@ class TritonRunner:
         except BadInputError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise BadInputError(f"Triton at {url} cannot describe model {self.model_name!r}: {_first_line(exc)}") \
+            raise BadInputError(f"Triton at {url} cannot describe model {self.model_name!r}: {one_line(exc)}") \
                 from None
-        self.meta = _meta_from_config(config, f"Triton model {self.model_name!r}")
-        self.input_name = INPUT_NAME
-        self.output_names = output_names(self.meta.model)
+        super().__init__(_meta_from_config(config, f"Triton model {self.model_name!r}"), f"triton:{url}")
         self.max_batch = int(config.get("max_batch_size", 0) or 0)
         self._fixed_batch: int | None = None
         if self.max_batch == 0:
@@ -125,15 +120,19 @@ class TritonRunner:
             extra = {} if self._http else {"client_timeout": self._timeout}  # HTTP: set on the client
             res = self.client.infer(self.model_name, [inp], outputs=outs, **extra)
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"Triton inference failed: {_first_line(exc)}") from None
+            raise RuntimeFailure(f"Triton inference failed: {one_line(exc)}") from None
         return [res.as_numpy(n) for n in self.output_names]
 
-    def __call__(self, images: np.ndarray) -> tuple[Any, Any, list[Any]]:
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise BadInputError(f"runner input must be uint8 (N, H, W, 3), got "
-                                f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
-        images = np.ascontiguousarray(images)
+    def _start(self) -> None:
+        pass  # the server holds the model
+
+    def to_device(self, batch: np.ndarray) -> Any:
+        return np.ascontiguousarray(batch)
+
+    def infer(self, images: np.ndarray) -> list[Any]:
         step = self._fixed_batch or self.max_batch or images.shape[0]
         parts = [self._infer(images[i:i + step]) for i in range(0, images.shape[0], step)]
-        outs = parts[0] if len(parts) == 1 else [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
-        return outs[0], outs[1], list(outs[2:])
+        return parts[0] if len(parts) == 1 else [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+    def to_host(self, out: list[Any]) -> list[Any]:
+        return list(out)  # numpy already: the client copied the response

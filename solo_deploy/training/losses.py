@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from ..model.config import ModelConfig
+from ..core.config import ModelConfig
 from ..model.heads import RawOutputs
 from .targets import Targets
 

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..model.config import ModelConfig
+from ..core.config import ModelConfig
+from ..core.meta import ModelMeta
 from ..model.decode import Decode
-from ..model.modelfile import ModelMeta
 from ..model.network import SOLONet
 from .losses import solo_loss
 from .targets import build_targets
@@ -79,7 +79,9 @@ class SOLOModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._elapsed_offset = float(checkpoint.get("solo_deploy_train_seconds", 0.0))
 
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
         # Only tensors move; per-image metadata (frozen Letterbox records) stays on the host.
         return {**batch, "images": batch["images"].to(device), "masks": [m.to(device) for m in batch["masks"]],
                 "labels": [t.to(device) for t in batch["labels"]]}
@@ -88,7 +90,7 @@ class SOLOModule(pl.LightningModule):
         """uint8 (N, 3, H, W) RGB -> float32 normalised (N, 3, H, W)."""
         return (images.float() - self.mean) * self.inv_std
 
-    def forward(self, images: torch.Tensor):  # noqa: D401 - Lightning convention
+    def forward(self, images: torch.Tensor):
         return self.net(self.normalize(images))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -126,13 +128,15 @@ class SOLOModule(pl.LightningModule):
         metrics = evaluate(self.val_gt, self._val_results, class_names=list(self.meta.class_names))
         for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
             value = metrics.get(key)
-            self.log(f"val/{key}", float(value) if value is not None and value >= 0 else 0.0, prog_bar=key in ("AP", "AP50"))
+            self.log(
+                f"val/{key}", float(value) if value is not None and value >= 0 else 0.0, prog_bar=key in ("AP", "AP50")
+            )
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
         o = self.optim_cfg
         decay, no_decay = [], []
-        for name, p in self.net.named_parameters():
+        for _name, p in self.net.named_parameters():
             if not p.requires_grad:
                 continue
             (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on norms and biases
@@ -191,12 +195,11 @@ class SOLODataModule(pl.LightningDataModule):
         self._prepare()
 
     def _prepare(self) -> None:
+        from ..data.splits import open_split
         from ..data.transforms import EvalTransform, TrainTransform
 
-        from ..evaluation.model_eval import load_eval_data
-
         # Validation data and its ground truth come from the same loader as `solo-deploy eval`.
-        val, self.val_gt, self.class_names, self.cat_ids = load_eval_data(self.data, "val", self.val_images)
+        val, self.val_gt, self.class_names, self.cat_ids = open_split(self.data, "val", self.val_images)
         if self.data == "synthetic":
             from ..data.synthetic import SyntheticDataset
 

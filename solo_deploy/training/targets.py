@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..model.config import ModelConfig
+from ..core.config import ModelConfig
 
 
 @dataclass
@@ -43,7 +43,7 @@ def object_geometry(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     """masks uint8/bool (K, H, W) -> centre of mass (K, 2) as (y, x) in pixels, box size (K, 2) as
     (h, w) in pixels, and area (K,) in pixels. Empty masks get zero size."""
     m = masks.float()
-    k, h, w = m.shape
+    _, h, w = m.shape
     area = m.sum(dim=(1, 2))
     rows = m.amax(dim=2)  # (K, H)
     cols = m.amax(dim=1)  # (K, W)
@@ -77,9 +77,14 @@ def build_targets(
     mh, mw = h // 4, w // 4
     all_masks = torch.cat([m.reshape(-1, h, w) for m in masks], 0) if n else torch.zeros(0, h, w, device=device)
     all_labels = torch.cat(labels, 0) if n else torch.zeros(0, dtype=torch.int64, device=device)
-    img_of_gt = torch.cat([torch.full((m.shape[0],), i, dtype=torch.int64, device=device) for i, m in enumerate(masks)]) \
-        if n else torch.zeros(0, dtype=torch.int64, device=device)
-    empty = Targets(cate, *(torch.zeros(0, dtype=torch.int64, device=device),) * 3, torch.zeros(0, mh, mw, device=device))
+    img_of_gt = (
+        torch.cat([torch.full((m.shape[0],), i, dtype=torch.int64, device=device) for i, m in enumerate(masks)])
+        if n
+        else torch.zeros(0, dtype=torch.int64, device=device)
+    )
+    empty = Targets(
+        cate, *(torch.zeros(0, dtype=torch.int64, device=device),) * 3, torch.zeros(0, mh, mw, device=device)
+    )
     if all_masks.shape[0] == 0:
         return empty
     center, size, area = object_geometry(all_masks)

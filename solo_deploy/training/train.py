@@ -12,10 +12,31 @@ from ..errors import BadInputError
 log = logging.getLogger("solo_deploy.train")
 RECIPES = Path(__file__).with_name("recipes")
 
-_RECIPE_KEYS = {"imgsz", "batch_size", "epochs", "optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
-                "grad_clip", "val_images", "train_images", "max_time", "num_workers", "momentum", "max_steps",
-                "precision", "time_budget_s", "val_every", "val_every_steps", "seed", "min_lr_ratio", "snapshot_minutes",
-                "postprocess"}
+_RECIPE_KEYS = {
+    "imgsz",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "schedule",
+    "grad_clip",
+    "val_images",
+    "train_images",
+    "max_time",
+    "num_workers",
+    "momentum",
+    "max_steps",
+    "precision",
+    "time_budget_s",
+    "val_every",
+    "val_every_steps",
+    "seed",
+    "min_lr_ratio",
+    "snapshot_minutes",
+    "postprocess",
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +80,7 @@ def train(req: TrainRequest) -> Path:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    from ..model.config import PostprocessConfig, get_preset
+    from ..core.config import PostprocessConfig, get_preset
     from ..model.modelfile import ModelMeta, read_model, save_model_file
     from ..model.network import SOLONet
     from ..preprocess import PreprocessSpec
@@ -85,10 +106,12 @@ def train(req: TrainRequest) -> Path:
     post_over = dict(recipe.get("postprocess") or {})
     unknown = sorted(set(post_over) - set(PostprocessConfig.__dataclass_fields__))
     if unknown:
-        raise BadInputError(f"recipe postprocess: unknown keys {unknown}; known: {sorted(PostprocessConfig.__dataclass_fields__)}")
+        raise BadInputError(
+            f"recipe postprocess: unknown keys {unknown}; known: {sorted(PostprocessConfig.__dataclass_fields__)}"
+        )
     post = PostprocessConfig(**post_over)
     meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names), preset=req.preset,
-                     postprocess=post, extra={"data": req.data, "recipe": {k: v for k, v in recipe.items()}})
+                     postprocess=post, extra={"data": req.data, "recipe": dict(recipe)})
     net = SOLONet(model_cfg, req.backbone_weights)
     if req.from_model:
         _init_from(net, req.from_model, meta)
@@ -106,12 +129,21 @@ def train(req: TrainRequest) -> Path:
                            save_last=True, save_top_k=1, auto_insert_metric_name=False,
                            enable_version_counter=False)
     trainer = pl.Trainer(
-        default_root_dir=run, max_epochs=epochs, max_steps=total, max_time=recipe.get("max_time"),
-        accelerator=req.accelerator, devices=req.devices, precision=recipe.get("precision", _default_precision()),
-        gradient_clip_val=float(recipe.get("grad_clip", 35.0)), callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", []))],
+        default_root_dir=run,
+        max_epochs=epochs,
+        max_steps=total,
+        max_time=recipe.get("max_time"),
+        accelerator=req.accelerator,
+        devices=req.devices,
+        precision=recipe.get("precision", _default_precision()),
+        gradient_clip_val=float(recipe.get("grad_clip", 35.0)),
+        callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", []))],
         logger=[CSVLogger(run, name="logs", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
-        plugins=[AtomicCheckpointIO()], log_every_n_steps=10, enable_progress_bar=req.progress,
-        num_sanity_val_steps=0, **_val_schedule(recipe, total, steps_per_epoch),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=10,
+        enable_progress_bar=req.progress,
+        num_sanity_val_steps=0,
+        **_val_schedule(recipe, total, steps_per_epoch),
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=req.resume)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from solo_deploy.bench.core import ROW_FIELDS, STAGES
+from solo_deploy.bench.common import STAGES
+from solo_deploy.bench.report import ROW_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,7 +144,7 @@ def test_bad_inputs_exit_2(tmp_path, tiny_file):
 
 
 def test_ratios_pair_rows_by_source_model():
-    from solo_deploy.bench.core import _add_ratios
+    from solo_deploy.bench.report import _add_ratios
 
     def row(model, backend, precision, p50):
         stats = {"mean_ms": p50, "p50_ms": p50, "p99_ms": p50}
@@ -171,7 +172,9 @@ def test_flops_of_a_toy_conv_match_the_hand_formula():
     assert flops == conv2d_flops(2, 3, 8, 5, 6, 3, 3) == 2 * 2 * 8 * 5 * 6 * 3 * 3 * 3
     assert by_op == {"convolution": flops}
 
-    grouped = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+    grouped = nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10)
+    )
     flops, _ = count_flops(grouped, torch.zeros(1, 8, 7, 7))
     assert flops == conv2d_flops(1, 8, 16, 7, 7, 3, 3, groups=4) + 2 * 16 * 7 * 7 * 10
 
@@ -181,7 +184,7 @@ def test_model_cost_on_meta_matches_a_real_forward():
     from conftest import tiny_config
 
     from solo_deploy.bench.flops import count_flops, model_cost
-    from solo_deploy.export.wrapper import DeployWrapper
+    from solo_deploy.model.deploy import DeployWrapper
     from solo_deploy.model.network import SOLONet
     from solo_deploy.preprocess import PreprocessSpec
 
@@ -207,7 +210,7 @@ def test_ceilings_are_positive_for_tiny_sizes():
 
 
 def test_best_ceilings_keeps_the_higher_measurement_and_the_reasons_for_gaps() -> None:
-    from solo_deploy.bench.core import _best_ceilings
+    from solo_deploy.bench.probes import _best_ceilings
 
     full = {"device": "cpu", "threads": 2, "gemm_n": 1024, "method": {"gemm": "x"}}
     slow = {"cpu": {**full, "gemm_gflops": {"fp32": 84.0, "int8": None}, "memory_gbps": 20.0,

@@ -40,7 +40,9 @@ def _toy_onnx(path: Path, solo_meta: bool = True) -> Path:
              numpy_helper.from_array(np.array([0.5], np.float32), "half")]
     for name, cout, cin in (("conv_a", 8, 3), ("conv_b", 8, 8), ("conv_c", 8, 8), ("conv_d", 16, 8), ("conv_e", 4, 8)):
         inits += w(name, cout, cin)
-    conv = lambda n, x: helper.make_node("Conv", [x, f"{n}_w", f"{n}_b"], [f"{n}_out"], name=n, pads=[1, 1, 1, 1])
+    def conv(n, x):
+        return helper.make_node("Conv", [x, f"{n}_w", f"{n}_b"], [f"{n}_out"], name=n, pads=[1, 1, 1, 1])
+
     nodes = [
         helper.make_node("Cast", ["images"], ["x_f"], name="/Cast_input_first", to=TensorProto.FLOAT),
         helper.make_node("Transpose", ["x_f"], ["x_t"], name="/Transpose", perm=[0, 3, 1, 2]),

@@ -39,7 +39,10 @@ def test_folder_matches_runtime_preprocessing(tmp_path) -> None:
 
     expected, _ = Predictor(_Stub()).preprocess([read_image(tmp_path / "imgs" / n) for n in calib.names])
     np.testing.assert_array_equal(calib.images, expected)
-    assert len(calib.sha256) == 64 and calib.sha256 == load_calibration_images(tmp_path / "imgs", SPEC, 10, force=True).sha256
+    assert (
+        len(calib.sha256) == 64
+        and calib.sha256 == load_calibration_images(tmp_path / "imgs", SPEC, 10, force=True).sha256
+    )
     assert files  # silence unused
 
 

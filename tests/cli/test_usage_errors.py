@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import assert_one_line_error, run_cli, solo_deploy_exe
 
 # (command words, a wrong-type option for it)
@@ -88,6 +87,7 @@ def test_lowest_supported_typer(tmp_path):
     """pyproject's lower bound for typer (with the click it used) still gives one-line usage errors
     and runs a command."""
     import re
+
     import tomllib
 
     env = {"PYTHONPATH": TYPER_LOWER}
@@ -131,3 +131,26 @@ def test_typos_name_what_was_typed_and_what_exists(args, needles, tmp_path):
     (tmp_path / "photos").mkdir()
     cv2.imwrite(str(tmp_path / "photos" / "p.png"), np.zeros((8, 8, 3), np.uint8))
     assert_one_line_error(run_cli(*args, cwd=tmp_path), 2, *needles)
+
+
+def test_every_command_keeps_every_option():
+    """The options of release 0.2.1 (tests/cli/cli_options_0.2.1.json, read from its Typer app)
+    are all still there: restructuring may add, never drop or rename."""
+    import json
+
+    import typer
+
+    from solo_deploy.cli import commands  # noqa: F401 - registers the commands
+    from solo_deploy.cli.app import app
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            return {k: v for name, sub in subs.items() for k, v in walk(sub, [*path, name]).items()}
+        return {" ".join(path): {p.name: sorted([*p.opts, *getattr(p, "secondary_opts", [])]) for p in cmd.params}}
+
+    now = walk(typer.main.get_command(app), [])
+    before = json.loads((Path(__file__).with_name("cli_options_0.2.1.json")).read_text())
+    missing = [f"{cmd} {opt}" for cmd, params in before.items() for name, opts in params.items() for opt in opts
+               if cmd not in now or opt not in now[cmd].get(name, [])]
+    assert missing == []

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_helpers import assert_one_line_error, run_cli, write_exif_jpeg
 
 
@@ -23,8 +22,8 @@ def _digest(*paths: Path) -> dict[str, str]:
 def scratch(tmp_path_factory):
     """A tiny model, a COCO folder, a video and photos, as a user keeps them."""
     import cv2
-
     from conftest import tiny_config
+
     from solo_deploy.model.modelfile import ModelMeta, save_model_file
     from solo_deploy.model.network import SOLONet
     from solo_deploy.preprocess import PreprocessSpec
@@ -185,7 +184,7 @@ def test_video_sink_stops_before_the_disk_fills_and_the_run_removes_its_outputs(
     """Injected: the file system reports no room. OpenCV would abort the process or leave a
     truncated file; the sink stops first and the pipeline removes the partial outputs."""
     from solo_deploy import _atomic
-    from solo_deploy.runtime.pipeline import run
+    from solo_deploy.app.run import run
 
     calls = {"n": 0}
 
@@ -226,7 +225,7 @@ def test_jsonl_sink_maps_enospc(tmp_path, monkeypatch):
 
 
 def _fake_result():
-    from solo_deploy.runtime.predictor import Instances
+    from solo_deploy.core.instances import Instances
     from solo_deploy.runtime.sinks import FrameResult
     from solo_deploy.runtime.sources import Frame
 
@@ -249,7 +248,9 @@ def test_a_failed_run_waits_for_its_stages_before_returning(scratch, tmp_path):
         def write(self, result):
             raise RuntimeError("sink broke")
 
-    predictor = pl.build_predictor(scratch / "m.safetensors")
+    from solo_deploy.app.run import build_predictor
+
+    predictor = build_predictor(scratch / "m.safetensors")
     from solo_deploy.runtime.sources import make_source
 
     src = make_source(str(scratch / "in.mp4")).open()

@@ -136,7 +136,7 @@ def test_empty_results_score_zero(tmp_path: Path) -> None:
     got = evaluate(make_gt(), [])
     for key in SUMMARY_KEYS:
         assert got[key] == 0.0, key
-    assert got["per_class"] == {n: 0.0 for n in CAT_NAMES}
+    assert got["per_class"] == dict.fromkeys(CAT_NAMES, 0.0)
 
 
 def test_gt_from_path_and_inputs_are_not_modified(tmp_path: Path) -> None:

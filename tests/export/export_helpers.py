@@ -10,7 +10,7 @@ TRT_REASON = "needs TensorRT and a CUDA GPU"
 
 def tiny_preset(preset: str, num_classes: int = 4):
     """The named preset's arch and backbone with a thin head and small grids (fast on 2 CPU cores)."""
-    from solo_deploy.model.config import get_preset
+    from solo_deploy.core.config import get_preset
 
     return replace(get_preset(preset, num_classes=num_classes), fpn_channels=32, head_channels=32, mask_channels=16,
                    mask_feat_channels=16, norm_groups=8, stacked_convs=1, grids=(8, 6, 4, 3, 2))

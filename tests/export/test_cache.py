@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from export_helpers import leftovers, save_tiny
 
+from solo_deploy.core.meta import file_sha256
 from solo_deploy.errors import BadInputError
 from solo_deploy.export import cache as cache_mod
-from solo_deploy.model.modelfile import file_sha256
 from solo_deploy.runtime.runners import OnnxRunner, onnx_meta
 
 

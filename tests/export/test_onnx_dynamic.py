@@ -12,7 +12,7 @@ from solo_deploy.errors import BadInputError
 from solo_deploy.export.onnx_export import export_onnx, max_opset
 from solo_deploy.export.parity import ort_outputs, random_images, torch_outputs
 from solo_deploy.export.trt_ops import check_tensorrt_compat
-from solo_deploy.export.wrapper import DeployWrapper
+from solo_deploy.model.deploy import DeployWrapper
 from solo_deploy.model.modelfile import build_network
 
 

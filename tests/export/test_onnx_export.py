@@ -13,7 +13,7 @@ from export_helpers import CLASS_NAMES, leftovers, save_tiny
 from solo_deploy.export.onnx_export import export_onnx
 from solo_deploy.export.parity import compare_instances, ort_outputs, random_images, torch_outputs
 from solo_deploy.export.trt_ops import check_tensorrt_compat
-from solo_deploy.export.wrapper import DeployWrapper, output_names
+from solo_deploy.model.deploy import DeployWrapper, output_names
 from solo_deploy.model.modelfile import build_network, file_sha256
 from solo_deploy.runtime.runners import OnnxRunner, onnx_meta
 

@@ -10,7 +10,7 @@ from solo_deploy.export.onnx_export import export_onnx
 from solo_deploy.export.parity import compare_instances, ort_outputs, random_images, torch_outputs
 from solo_deploy.export.tensorrt import onnx_precision
 from solo_deploy.export.trt_ops import check_tensorrt_compat
-from solo_deploy.export.wrapper import DeployWrapper
+from solo_deploy.model.deploy import DeployWrapper
 from solo_deploy.model.modelfile import build_network
 from solo_deploy.runtime.runners import onnx_meta
 

@@ -13,17 +13,8 @@ from export_helpers import CLASS_NAMES, TRT_REASON, save_tiny, tiny_preset
 from onnx import TensorProto, helper
 
 from solo_deploy.errors import BadInputError
-from solo_deploy.export.tensorrt import (
-    TRT_MISSING,
-    TensorRTRunner,
-    build_engine,
-    check_engine_sidecar,
-    onnx_precision,
-    plan_precision,
-    read_sidecar,
-    resolve_profile,
-    sidecar_path,
-)
+from solo_deploy.export.tensorrt import build_engine, onnx_precision, plan_precision, resolve_profile
+from solo_deploy.runtime.tensorrt import TRT_MISSING, TensorRTRunner, check_engine_sidecar, read_sidecar, sidecar_path
 
 
 def _have_trt_gpu() -> bool:

@@ -10,9 +10,9 @@ from export_helpers import CLASS_NAMES, leftovers, save_tiny
 
 from solo_deploy.errors import BadInputError
 from solo_deploy.export.onnx_export import export_onnx
-from solo_deploy.export.tensorrt import sidecar_path
 from solo_deploy.export.triton import parse_pbtxt, write_triton_repo
 from solo_deploy.model.modelfile import ModelMeta
+from solo_deploy.runtime.tensorrt import sidecar_path
 
 _TRITON_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "TYPE_UINT8"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from solo_deploy.core.config import PRESETS, ModelConfig, get_preset
 from solo_deploy.errors import BadInputError
-from solo_deploy.model.config import PRESETS, ModelConfig, get_preset
 from solo_deploy.model.decode import Decode, point_nms
 from solo_deploy.model.network import SOLONet
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from tests_helpers import count_frames
 
+from solo_deploy.app.run import build_predictor, run
 from solo_deploy.errors import BadInputError
-from solo_deploy.runtime.pipeline import Pipeline, build_predictor, format_summary, run
+from solo_deploy.runtime.pipeline import Pipeline, format_summary
 from solo_deploy.runtime.predictor import Predictor
 from solo_deploy.runtime.sinks import JsonlSink, VideoSink
 from solo_deploy.runtime.sources import IterableSource, open_source
@@ -169,7 +170,7 @@ def test_demo_source_with_ground_truth(model_file) -> None:
     from solo_deploy.runtime.sources import DemoSource
 
     pred = build_predictor(model_file, backend="torch")
-    from solo_deploy.runtime.sinks import GroundTruthEval
+    from solo_deploy.app.run import GroundTruthEval
 
     s = Pipeline(pred, [DemoSource(n_frames=8, fps=60.0)], [GroundTruthEval(pred.class_names)]).run(False)
     assert s["frames"] + s["dropped"] == 8 and s["demo_eval"]["frames"] == s["frames"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from solo_deploy.core.config import PostprocessConfig
 from solo_deploy.errors import BadInputError
-from solo_deploy.model.config import PostprocessConfig
 from solo_deploy.preprocess import PreprocessSpec
 from solo_deploy.runtime.postprocess import (
     Detections,
@@ -74,7 +74,9 @@ def reference_postprocess(scores, kernels, feats, grids, strides, cfg, input_hw)
         feat = feats[lvl if len(feats) > 1 else 0]
         logit = np.tensordot(kernels[c], feat, axes=1)
         if logit.shape != out_hw:
-            logit = F.interpolate(_t(logit)[None, None], size=out_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+            logit = F.interpolate(_t(logit)[None, None], size=out_hw, mode="bilinear", align_corners=False)[
+                0, 0
+            ].numpy()
         soft = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
         binary = soft > cfg.mask_thr
         area = binary.sum()
@@ -213,7 +215,9 @@ def test_hand_built_recovers_instances_and_drops_duplicate(backend: str) -> None
     feats = [_features(REGIONS)]
     if backend == "torch":
         scores, kernels, feats = _t(scores), _t(kernels), [_t(feats[0])]
-    det = postprocess_single(scores, kernels, feats, cell_info(GRIDS, STRIDES, 1), PostprocessConfig(), (64, 64)).to_numpy()
+    det = postprocess_single(
+        scores, kernels, feats, cell_info(GRIDS, STRIDES, 1), PostprocessConfig(), (64, 64)
+    ).to_numpy()
     assert det.labels.tolist() == [lab for lab, _, _ in EXPECTED]
     np.testing.assert_allclose(det.scores, [s * SIG10 for _, s, _ in EXPECTED], rtol=1e-6)
     for soft, (_, _, region) in zip(det.soft_masks, EXPECTED):
@@ -443,7 +447,7 @@ def _cuda_lib(lib: str):
     try:
         if cp.cuda.runtime.getDeviceCount() < 1:
             pytest.skip("CuPy sees no CUDA device")
-    except Exception as e:  # CUDARuntimeError when no driver is present
+    except Exception as e:  # noqa: BLE001 - CUDARuntimeError when no driver is present
         pytest.skip(f"CuPy sees no CUDA device ({type(e).__name__})")
     return cp.asarray, lambda x: isinstance(x, cp.ndarray)
 
@@ -479,13 +483,13 @@ def test_predictor_torch_cuda_matches_cpu() -> None:
     """The shipped model on val images: CUDA (outputs kept on the GPU) finds the CPU's instances."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+    from solo_deploy.app.models import load
     from solo_deploy.data.synthetic import SyntheticDataset
     from solo_deploy.runtime.defaults import default_model_path
-    from solo_deploy.runtime.predictor import Predictor
 
     images = [SyntheticDataset("val")[i].image_bgr for i in range(4)]
-    cpu = Predictor.from_file(default_model_path(), backend="torch", device="cpu").predict_batch(images)
-    gpu_pred = Predictor.from_file(default_model_path(), backend="torch", device="cuda")
+    cpu = load(default_model_path(), backend="torch", device="cpu").predict_batch(images)
+    gpu_pred = load(default_model_path(), backend="torch", device="cuda")
     raw = gpu_pred.runner(gpu_pred.preprocess(images)[0])
     assert raw[0].is_cuda and all(f.is_cuda for f in raw[2])  # post-processing starts on the GPU
     gpu = gpu_pred.predict_batch(images)

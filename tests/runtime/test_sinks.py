@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from tests_helpers import count_frames
 
+from solo_deploy.app.run import GroundTruthEval
+from solo_deploy.core.instances import Instances
 from solo_deploy.errors import BadInputError
-from solo_deploy.runtime.predictor import Instances
 from solo_deploy.runtime.sinks import (
     FrameResult,
-    GroundTruthEval,
     JsonlSink,
     ProgressSink,
     ShowSink,
@@ -54,7 +54,11 @@ def test_video_sink_is_atomic_and_readable(tmp_path, suffix: str) -> None:
     sink.close()
     assert path.exists() and not _hidden(tmp_path)
     cap = cv2.VideoCapture(str(path))
-    assert count_frames(path) == 7 and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == W and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    assert (
+        count_frames(path) == 7
+        and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == W
+        and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    )
     assert sink.summary() == {"video": str(path), "frames": 7}
 
 
@@ -92,7 +96,10 @@ def test_jsonl_sink_schema_and_atomicity(tmp_path) -> None:
     for line, r in zip(lines, results):
         rec = json.loads(line)
         assert rec["schema_version"] == 1 and rec["frame"] == r.frame.index and rec["stream"] == 0
-        assert rec["timestamp"] == pytest.approx(r.frame.index / 30, abs=1e-6) and (rec["height"], rec["width"]) == (H, W)
+        assert rec["timestamp"] == pytest.approx(r.frame.index / 30, abs=1e-6) and (rec["height"], rec["width"]) == (
+            H,
+            W,
+        )
         assert len(rec["instances"]) == len(r.instances)
         for j, ins in enumerate(rec["instances"]):
             assert ins["class"] == NAMES[r.instances.labels[j]] and ins["class_id"] == r.instances.labels[j]
@@ -148,7 +155,7 @@ def test_ground_truth_eval_perfect_and_empty() -> None:
 
 
 def test_plot_blends_exactly_the_mask_pixels_higher_score_on_top() -> None:
-    from solo_deploy.runtime.predictor import PALETTE, Instances
+    from solo_deploy.core.instances import PALETTE, Instances
 
     h, w = 40, 60
     image = np.full((h, w, 3), 100, np.uint8)
@@ -171,7 +178,7 @@ def test_plot_blends_exactly_the_mask_pixels_higher_score_on_top() -> None:
 def test_plot_keeps_colours_and_outlines_apart_beyond_254_instances() -> None:
     # Past 254 instances the overlay leaves the uint8 lookup table for a uint16 id map: instance
     # 290 must still get its own colour, with an outline against its neighbour.
-    from solo_deploy.runtime.predictor import PALETTE, Instances
+    from solo_deploy.core.instances import PALETTE, Instances
 
     k, side, pitch, cols = 300, 6, 7, 20
     h, w = pitch * (k // cols), pitch * cols
@@ -194,7 +201,7 @@ def test_json_lines_and_coco_results_share_one_encoding() -> None:
     # RLEs from the instances, encoded once, and they decode back to the masks.
     from pycocotools import mask as mask_utils
 
-    from solo_deploy.runtime.predictor import Instances
+    from solo_deploy.core.instances import Instances
     from solo_deploy.runtime.sinks import instances_to_json
 
     masks = np.zeros((2, 12, 16), bool)

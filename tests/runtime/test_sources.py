@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from solo_deploy.errors import BadInputError
-from solo_deploy.testing import free_port, serve_mpegts
 from solo_deploy.runtime.sources import (
     CameraSource,
     DemoSource,
@@ -27,6 +26,7 @@ from solo_deploy.runtime.sources import (
     open_source,
     redact,
 )
+from solo_deploy.testing import free_port, serve_mpegts
 
 SMALL = (64, 96)  # (H, W) of the test videos: fast to render and decode
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from solo_deploy.model.config import get_preset
+from solo_deploy.core.config import get_preset
 from solo_deploy.training.losses import dice_loss, focal_loss
 from solo_deploy.training.targets import build_targets
 
@@ -79,7 +79,7 @@ def test_matches_loop_reference_random_objects():
     rng = np.random.default_rng(0)
     cfg = get_preset("solov2-cpu-r18", num_classes=4)
     hw = (256, 256)
-    for trial in range(5):
+    for _ in range(5):
         masks, labels = [], []
         k = int(rng.integers(1, 7))
         for _ in range(k):
@@ -131,9 +131,10 @@ def test_dice_loss_matches_formula():
 
 
 def test_small_overfit_loss_halves():
+    from tests_helpers import tiny
+
     from solo_deploy.model.network import SOLONet
     from solo_deploy.training.losses import solo_loss
-    from tests_helpers import tiny
 
     torch.manual_seed(0)
     cfg = tiny("solov2")

@@ -57,7 +57,7 @@ def test_refuses_to_overwrite_a_run(run_dir):
 
 
 def test_finetune_from_model_keeps_backbone(run_dir):
-    from solo_deploy.model.config import get_preset
+    from solo_deploy.core.config import get_preset
     from solo_deploy.model.modelfile import ModelMeta
     from solo_deploy.model.network import SOLONet
     from solo_deploy.preprocess import PreprocessSpec

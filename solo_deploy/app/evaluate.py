@@ -1,48 +1,29 @@
-"""Evaluate any model file (every backend) on the synthetic splits or a COCO folder."""
+"""Evaluate any model file (every backend) on the synthetic splits or a COCO folder: COCO mask AP
+through the same runners and post-processing as deployment."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..data.splits import open_split
 from ..errors import BadInputError
+from ..evaluation.coco_eval import evaluate
+from ..runtime.inference import detections_to_results
+from ..runtime.predictor import Predictor
+from .models import load
 
-
-def load_eval_data(data: str, split: str = "val", images: int | None = None):
-    """-> (dataset of Samples, GT COCO dict, class names, cat_ids)."""
-    if data == "synthetic":
-        from ..data.synthetic import SPLITS, SyntheticConfig, SyntheticDataset, synthetic_coco_dict
-
-        if split not in SPLITS:
-            raise BadInputError(f"unknown synthetic split {split!r}: choose one of {', '.join(SPLITS)}")
-        cfg = SyntheticConfig()
-        ds = SyntheticDataset(split, cfg, count=images)
-        gt = synthetic_coco_dict(split, count=images, cfg=cfg)
-        return ds, gt, list(cfg.class_names), list(range(1, len(cfg.class_names) + 1))
-    from ..data.coco import CocoDataset
-
-    root = Path(data)
-    if not root.exists():
-        raise BadInputError(f"data folder not found: {root}")
-    if (root / split).is_dir():
-        root = root / split
-    ds = CocoDataset(root)
-    if images is not None:
-        ds = ds.take(images)
-    return ds, ds.coco_dict, list(ds.class_names), list(ds.cat_ids)
+__all__ = ["evaluate_model"]
 
 
 def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val", images: int | None = None,
                    backend: str = "auto", device: str = "cpu", batch: int = 1, imgsz: tuple[int, int] | None = None,
                    runner=None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """COCO mask AP (points 0..100) of ``model`` through ``backend``; returns the metrics and run facts."""
-    from ..runtime.inference import detections_to_results
-    from ..runtime.predictor import Predictor
-    from .coco_eval import evaluate
-
-    ds, gt, class_names, cat_ids = load_eval_data(data, split, images)
-    pred = Predictor(runner) if runner is not None else Predictor.from_file(model, backend=backend, device=device)
+    ds, gt, class_names, cat_ids = open_split(data, split, images)
+    pred = Predictor(runner) if runner is not None else load(model, backend=backend, device=device)
     meta = pred.meta
     if imgsz is not None and tuple(imgsz) != tuple(meta.preprocess.input_hw):
         if pred.runner.backend != "torch":

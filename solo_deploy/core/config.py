@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..errors import BadInputError
+
 # Inference budgets (SOLO/SOLOv2 reference test_cfg).
 NMS_PRE = 500  # candidates kept before Matrix NMS
 MAX_PER_IMG = 100  # instances kept after Matrix NMS
@@ -42,8 +44,6 @@ class ModelConfig:
     coord_kernel: bool = True  # SOLOv2: CoordConv on the kernel branch input
 
     def __post_init__(self) -> None:
-        from ..errors import BadInputError
-
         if self.arch not in ("solo", "solov2"):
             raise BadInputError(f"unknown architecture {self.arch!r}: expected 'solo' or 'solov2'")
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):
@@ -78,9 +78,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        from ..errors import BadInputError
-
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -114,7 +112,7 @@ class PostprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PostprocessConfig":
+    def from_dict(cls, d: dict[str, Any]) -> PostprocessConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -147,8 +145,6 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def get_preset(name: str, num_classes: int | None = None) -> ModelConfig:
-    from ..errors import BadInputError
-
     if name not in PRESETS:
         raise BadInputError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     cfg = PRESETS[name]

@@ -16,18 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model.config import ModelConfig
-from ..model.decode import Decode
+from ..core.meta import INPUT_NAME, output_names
 from ..preprocess import PreprocessSpec
+from .decode import Decode
 
-INPUT_NAME = "images"
+__all__ = ["INPUT_NAME", "DeployWrapper", "output_names"]
+
 _NORM_EPS = 1e-5  # cuDNN's minimum batch-norm epsilon
-
-
-def output_names(cfg: ModelConfig) -> list[str]:
-    if cfg.arch == "solov2":
-        return ["scores", "kernels", "mask_feat"]
-    return ["scores", "kernels"] + [f"mask_feat_{i}" for i in range(cfg.num_levels)]
 
 
 class DeployWrapper(nn.Module):
