@@ -22,7 +22,11 @@ class _LazyModule(types.ModuleType):
         self.__dict__["_lazy_target"] = name
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self.__dict__["_lazy_target"]), attr)
+        # Called only for names not yet in this stand-in: fetch from the real module and keep it,
+        # so that hot paths (cv2 calls per frame) pay a plain attribute lookup afterwards.
+        value = getattr(importlib.import_module(self.__dict__["_lazy_target"]), attr)
+        self.__dict__[attr] = value
+        return value
 
     def __repr__(self) -> str:
         return f"<lazy module {self.__dict__['_lazy_target']!r}>"

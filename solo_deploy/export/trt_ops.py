@@ -185,116 +185,130 @@ def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+class _Problems:
+    """Problems in the order found, each once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, msg: str) -> None:
+        if msg not in self.items:
+            self.items.append(msg)
+
+
+def _check_opsets(model: onnx.ModelProto, support: SupportList, trt: str, problems: _Problems) -> None:
+    used_domains = {n.domain for _, g in _walk_graphs(model.graph) for n in g.node}
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            if not support.opset_min <= imp.version <= support.opset_max:
+                problems.add(f"opset {imp.version} is outside {trt}'s supported range "
+                             f"{support.opset_min}..{support.opset_max}")
+        elif imp.domain in used_domains:
+            problems.add(f"operators from domain {imp.domain!r} need TensorRT plugins")
+
+
+def _check_tensor_types(types: dict[str, int], problems: _Problems) -> None:
+    import onnx
+
+    T = onnx.TensorProto
+    bad_types = {T.STRING: "string", T.COMPLEX64: "complex64", T.COMPLEX128: "complex128", T.INT16: "int16",
+                 T.UINT16: "uint16", T.UINT32: "uint32", T.UINT64: "uint64"}
+    for name, et in types.items():
+        if et == T.DOUBLE:
+            problems.add(f"tensor {name!r} is float64: TensorRT casts DOUBLE down to FLOAT with clamping")
+        elif et in bad_types:
+            problems.add(f"tensor {name!r} has type {bad_types[et]}, which TensorRT does not support")
+
+
+def _check_op_attributes(node: onnx.NodeProto, label: str, consts: dict[str, Any], problems: _Problems) -> None:
+    """Operator-specific limits: data-dependent shapes, TopK's K, Resize's modes."""
+    if node.op_type in DATA_DEPENDENT_OPS:
+        problems.add(f"{label}: {node.op_type} has a data-dependent output shape")
+    if node.op_type == "TopK":
+        k = consts.get(node.input[1]) if len(node.input) > 1 else None
+        if k is None:
+            problems.add(f"{label}: TopK with a non-constant K has a data-dependent output shape")
+        elif k and k[0] >= TOPK_MAX_K:
+            problems.add(f"{label}: TopK K={k[0]} exceeds TensorRT's limit (K < {TOPK_MAX_K})")
+    if node.op_type == "Resize":
+        mode = _attr(node, "mode", b"nearest")
+        coord = _attr(node, "coordinate_transformation_mode", b"half_pixel")
+        mode, coord = (v.decode() if isinstance(v, bytes) else str(v) for v in (mode, coord))
+        if mode not in RESIZE_MODES:
+            problems.add(f"{label}: Resize mode {mode!r} is not supported (nearest, linear)")
+        if coord not in RESIZE_COORD_MODES:
+            problems.add(f"{label}: Resize coordinate_transformation_mode {coord!r} is not supported")
+        if int(_attr(node, "antialias", 0) or 0):
+            problems.add(f"{label}: Resize antialiasing is not supported")
+        policy = _attr(node, "keep_aspect_ratio_policy", b"stretch")
+        policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+        if policy != "stretch":
+            problems.add(f"{label}: Resize keep_aspect_ratio_policy {policy!r} is not supported")
+
+
+def _check_input_types(node: onnx.NodeProto, label: str, op: Any, trt: str, types: dict[str, int],
+                       type_names: dict[int, str], producers: dict[str, onnx.NodeProto], initializers: set[str],
+                       problems: _Problems) -> None:
+    """The types of a node's inputs: uint8 only into a Cast, quantized types only in Q/DQ pairs,
+    and the operator's type column for its data input."""
+    for idx, name in enumerate(node.input):
+        if not name or name not in types:
+            continue
+        tname = type_names.get(types[name], "")
+        if tname == "UINT8":
+            # TensorRT: UINT8 only for network I/O, converted by a Cast right away.
+            if node.op_type not in ("Cast", "CastLike"):
+                problems.add(f"{label}: uint8 tensor {name!r} feeds {node.op_type}; TensorRT takes uint8 only "
+                             f"as a network input/output consumed by a Cast")
+            continue
+        if tname in _QUANTIZED:
+            producer = producers.get(name)
+            is_const = name in initializers or (producer is not None and producer.op_type == "Constant")
+            from_q = producer is not None and producer.op_type == "QuantizeLinear"
+            if node.op_type == "DequantizeLinear" and (from_q or is_const):
+                continue
+            if node.op_type == "QuantizeLinear" and idx == 2 and is_const:  # the zero point
+                continue
+            problems.add(f"{label}: {tname.lower()} tensor {name!r} is used outside a Q/DQ pair "
+                         f"(TensorRT uses {tname} only as a quantized type)")
+            continue
+        # Operator type column: checked for the data input (input 0) only; other inputs are
+        # often shapes/indices with their own rules.
+        if idx == 0 and op.types and tname and tname != "DOUBLE" and tname not in op.types:
+            problems.add(f"{label}: {node.op_type} on {tname} is not supported by {trt} "
+                         f"(supported: {', '.join(sorted(op.types))})")
+
+
 def check_tensorrt_compat(model: onnx.ModelProto | str | os.PathLike[str],
                           support: SupportList | None = None) -> list[str]:
     """Problems that would stop (or silently degrade) a TensorRT 10 build of ``model``; [] if none.
 
     ``model``: an ``onnx.ModelProto`` or a path (loaded with :func:`load_onnx_checked`).
     """
-    import onnx
-
     model = _as_model(model)
     support = support or load_support_list()
-    problems: list[str] = []
-    seen: set[str] = set()
-
-    def add(msg: str) -> None:
-        if msg not in seen:
-            seen.add(msg)
-            problems.append(msg)
-
+    problems = _Problems()
     trt = f"TensorRT {support.tensorrt}"
-    # -- opset ---------------------------------------------------------------------------------
-    used_domains = {n.domain for _, g in _walk_graphs(model.graph) for n in g.node}
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            if not support.opset_min <= imp.version <= support.opset_max:
-                add(f"opset {imp.version} is outside {trt}'s supported range {support.opset_min}..{support.opset_max}")
-        elif imp.domain in used_domains:
-            add(f"operators from domain {imp.domain!r} need TensorRT plugins")
-
-    type_names = _onnx_type_names()
+    _check_opsets(model, support, trt, problems)
     types = _infer_types(model)
-    T = onnx.TensorProto
-    bad_types = {T.STRING: "string", T.COMPLEX64: "complex64", T.COMPLEX128: "complex128", T.INT16: "int16",
-                 T.UINT16: "uint16", T.UINT32: "uint32", T.UINT64: "uint64"}
-
-    # -- per tensor types ----------------------------------------------------------------------
-    for name, et in types.items():
-        if et == T.DOUBLE:
-            add(f"tensor {name!r} is float64: TensorRT casts DOUBLE down to FLOAT with clamping")
-        elif et in bad_types:
-            add(f"tensor {name!r} has type {bad_types[et]}, which TensorRT does not support")
-
-    producers: dict[str, onnx.NodeProto] = {}
-    for _, graph in _walk_graphs(model.graph):
-        for node in graph.node:
-            for out in node.output:
-                producers[out] = node
-
-    # -- per node ------------------------------------------------------------------------------
+    _check_tensor_types(types, problems)
+    type_names = _onnx_type_names()
+    producers = {out: node for _, graph in _walk_graphs(model.graph) for node in graph.node for out in node.output}
     for prefix, graph in _walk_graphs(model.graph):
         consts = _const_int_values(graph)
         initializers = {i.name for i in graph.initializer}
         for node in graph.node:
             label = f"{node.op_type} node {prefix}{node.name or '(unnamed)'}"
             if node.domain not in ("", "ai.onnx"):
-                add(f"{label}: custom domain {node.domain!r} needs a TensorRT plugin")
+                problems.add(f"{label}: custom domain {node.domain!r} needs a TensorRT plugin")
                 continue
             op = support.ops.get(node.op_type)
             if op is None:
-                add(f"{label}: operator {node.op_type} is not in {trt}'s ONNX operator list")
+                problems.add(f"{label}: operator {node.op_type} is not in {trt}'s ONNX operator list")
                 continue
             if not op.supported:
-                add(f"{label}: operator {node.op_type} is not supported by {trt}'s ONNX parser")
+                problems.add(f"{label}: operator {node.op_type} is not supported by {trt}'s ONNX parser")
                 continue
-            if node.op_type in DATA_DEPENDENT_OPS:
-                add(f"{label}: {node.op_type} has a data-dependent output shape")
-            if node.op_type == "TopK":
-                k = consts.get(node.input[1]) if len(node.input) > 1 else None
-                if k is None:
-                    add(f"{label}: TopK with a non-constant K has a data-dependent output shape")
-                elif k and k[0] >= TOPK_MAX_K:
-                    add(f"{label}: TopK K={k[0]} exceeds TensorRT's limit (K < {TOPK_MAX_K})")
-            if node.op_type == "Resize":
-                mode = _attr(node, "mode", b"nearest")
-                coord = _attr(node, "coordinate_transformation_mode", b"half_pixel")
-                mode, coord = (v.decode() if isinstance(v, bytes) else str(v) for v in (mode, coord))
-                if mode not in RESIZE_MODES:
-                    add(f"{label}: Resize mode {mode!r} is not supported (nearest, linear)")
-                if coord not in RESIZE_COORD_MODES:
-                    add(f"{label}: Resize coordinate_transformation_mode {coord!r} is not supported")
-                if int(_attr(node, "antialias", 0) or 0):
-                    add(f"{label}: Resize antialiasing is not supported")
-                policy = _attr(node, "keep_aspect_ratio_policy", b"stretch")
-                policy = policy.decode() if isinstance(policy, bytes) else str(policy)
-                if policy != "stretch":
-                    add(f"{label}: Resize keep_aspect_ratio_policy {policy!r} is not supported")
-            # Types of the node's inputs.
-            for idx, name in enumerate(node.input):
-                if not name or name not in types:
-                    continue
-                tname = type_names.get(types[name], "")
-                if tname == "UINT8":
-                    # TensorRT: UINT8 only for network I/O, converted by a Cast right away.
-                    if node.op_type not in ("Cast", "CastLike"):
-                        add(f"{label}: uint8 tensor {name!r} feeds {node.op_type}; TensorRT takes uint8 only "
-                            f"as a network input/output consumed by a Cast")
-                    continue
-                if tname in _QUANTIZED:
-                    producer = producers.get(name)
-                    is_const = name in initializers or (producer is not None and producer.op_type == "Constant")
-                    from_q = producer is not None and producer.op_type == "QuantizeLinear"
-                    if node.op_type == "DequantizeLinear" and (from_q or is_const):
-                        continue
-                    if node.op_type == "QuantizeLinear" and idx == 2 and is_const:  # the zero point
-                        continue
-                    add(f"{label}: {tname.lower()} tensor {name!r} is used outside a Q/DQ pair "
-                        f"(TensorRT uses {tname} only as a quantized type)")
-                    continue
-                # Operator type column: checked for the data input (input 0) only; other inputs are
-                # often shapes/indices with their own rules.
-                if idx == 0 and op.types and tname and tname != "DOUBLE" and tname not in op.types:
-                    add(f"{label}: {node.op_type} on {tname} is not supported by {trt} "
-                        f"(supported: {', '.join(sorted(op.types))})")
-    return problems
+            _check_op_attributes(node, label, consts, problems)
+            _check_input_types(node, label, op, trt, types, type_names, producers, initializers, problems)
+    return problems.items
