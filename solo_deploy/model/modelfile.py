@@ -72,11 +72,12 @@ def read_model(path: str | Path) -> tuple[dict[str, Any], ModelMeta]:
     raise BadInputError(f"unsupported model file type {path.suffix!r} for {path}: expected .ckpt or .safetensors")
 
 
-def build_network(path: str | Path):  # -> tuple[SOLONet, ModelMeta]
-    """A float32 ``SOLONet`` in eval mode with the file's weights, and its metadata."""
+def build_network(path: str | Path, loaded: tuple[dict[str, Any], ModelMeta] | None = None):
+    """A float32 ``SOLONet`` in eval mode with the file's weights, and its metadata
+    (``loaded``: what :func:`read_model` returned for ``path``, when the caller has read it)."""
     from .network import SOLONet
 
-    state, meta = read_model(path)
+    state, meta = loaded or read_model(path)
     net = SOLONet(meta.model)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:

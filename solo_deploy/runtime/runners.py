@@ -163,7 +163,10 @@ class TorchRunner(Runner):
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         self.path = Path(path)
-        super().__init__(inspect_model(self.path).meta, parse_device(device))
+        # A .safetensors header is read alone; a .ckpt is one pickle, read once and kept for start().
+        self._loaded = _modelfile.read_model(self.path) if self.path.suffix.lower() == ".ckpt" else None
+        meta = self._loaded[1] if self._loaded else inspect_model(self.path).meta
+        super().__init__(meta, parse_device(device))
         self.threads = threads
         self.model: Any = None
 
@@ -175,7 +178,8 @@ class TorchRunner(Runner):
                                     f"{count or 'no'} CUDA device{'' if count == 1 else 's'} here")
         if self.threads:
             torch.set_num_threads(self.threads)
-        net, self.meta = _modelfile.build_network(self.path)
+        net, self.meta = _modelfile.build_network(self.path, self._loaded)
+        self._loaded = None  # the network holds the weights now
         self.model = _deploy.DeployWrapper(net, self.meta.preprocess).to(self.device).eval()
         self._torch = torch
 
