@@ -12,6 +12,7 @@ from typing import Any
 
 from .._paths import check_model_path
 from ..errors import BadInputError
+from ..runtime.devices import parse_device
 from ..runtime.predictor import Predictor
 from ..runtime.runners import BACKENDS, Runner, detect_backend, make_runner
 
@@ -20,13 +21,15 @@ log = logging.getLogger("solo_deploy.app")
 __all__ = ["deployable", "load", "load_runner"]
 
 
-def deployable(model: str | Path, backend: str = "auto", device: str = "cpu") -> tuple[Path, str]:
+def deployable(model: str | Path, backend: str = "auto", device: str = "cpu",
+               auto_export: bool = True) -> tuple[Path, str]:
     """(file to run, backend) for ``model``: a PyTorch model file on a CPU with ``auto`` becomes
-    its cached ONNX export (exported once; see ``export.cache``)."""
+    its cached ONNX export (exported once; see ``export.cache``) unless ``auto_export`` is False."""
     if backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    device = parse_device(device)
     path = check_model_path(model)
-    if backend == "auto" and not str(device).startswith("cuda") and detect_backend(path) == "torch":
+    if auto_export and backend == "auto" and device == "cpu" and detect_backend(path) == "torch":
         try:
             from ..export.cache import cached_onnx
         except ImportError as exc:
@@ -42,7 +45,7 @@ def load_runner(model: str | Path, backend: str = "auto", device: str = "cpu", t
     """The runner for ``model`` (a file, or a Triton model name with ``backend="triton"``)."""
     if backend == "triton":
         return make_runner(str(model), backend="triton", device=device, threads=threads, **kwargs)
-    path, backend = deployable(model, backend, device)
+    path, backend = deployable(model, backend, device, auto_export=kwargs.pop("auto_export", True))
     return make_runner(path, backend=backend, device=device, threads=threads, **kwargs)
 
 

@@ -129,9 +129,9 @@ def onnx_meta(path: str | os.PathLike[str], metadata: dict[str, str] | None = No
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """Describe the model file at ``path`` without loading its weights into a backend."""
     p = check_model_path(path)
-    if p.stat().st_size == 0:
-        raise BadInputError(f"model file is empty: {p}")
     backend = detect_backend(p)
+    if p.stat().st_size == 0:
+        raise BadInputError(f"{'ONNX model' if backend == 'onnxruntime' else 'model'} file is empty: {p}")
     if backend == "torch":
         meta = _safetensors_meta(p) if p.suffix.lower() == ".safetensors" else checkpoint_meta(load_checkpoint(p), p)
         return ModelInfo(p, backend, meta, (INPUT_NAME,), tuple(output_names(meta.model)))

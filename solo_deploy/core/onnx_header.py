@@ -85,12 +85,24 @@ def _text(buf: memoryview | bytes, span: tuple[int, int]) -> str:
     return bytes(buf[span[0]:span[1]]).decode("utf-8")
 
 
-def _sub(buf: memoryview | bytes, span: tuple[int, int]) -> dict[int, object]:
-    """The first value of each field of the message in ``span`` (enough for names and keys)."""
-    out: dict[int, object] = {}
-    for num, wire, value in _fields(buf, *span):
-        out.setdefault(num, (wire, value))
-    return out
+class _Msg:
+    """The scalar fields of the message at ``span``, read as protobuf parsers read them: the last
+    value of a field wins, and a field sent with another wire type than its own is ignored
+    (protobuf keeps it as an unknown field)."""
+
+    def __init__(self, buf: memoryview | bytes, span: tuple[int, int]) -> None:
+        self.buf = buf
+        self.fields: dict[tuple[int, int], object] = {}
+        for num, wire, value in _fields(buf, *span):
+            self.fields[(num, wire)] = value
+
+    def text(self, num: int, default: str = "") -> str:
+        span = self.fields.get((num, 2))
+        return default if span is None else _text(self.buf, span)  # type: ignore[arg-type]
+
+    def int(self, num: int, default: int = 0) -> int:
+        value = self.fields.get((num, 0))
+        return default if value is None else int(value)  # type: ignore[arg-type]
 
 
 _GRAPH, _NODE, _ATTR, _TENSOR, _SPARSE, _FUNCTION = range(6)
@@ -114,9 +126,9 @@ def _external(buf: memoryview | bytes, kind: int, span: tuple[int, int], out: li
             if num == 14 and wire == 0 and value == 1:  # data_location: EXTERNAL
                 external = True
             elif num == 13 and wire == 2:
-                f = _sub(buf, value)  # type: ignore[arg-type]
-                if 1 in f and _text(buf, f[1][1]) == "location":  # type: ignore[index]
-                    location = _text(buf, f[2][1]) if 2 in f else ""  # type: ignore[index]
+                entry = _Msg(buf, value)  # type: ignore[arg-type]
+                if entry.text(1) == "location":  # the last "location" entry wins, as in onnx's loader
+                    location = entry.text(2)
         if external or location is not None:
             out.append(location or "")
         return
@@ -155,15 +167,15 @@ def _parse(buf: memoryview | bytes) -> OnnxHeader:
     nodes = 0
     for num, wire, value in _fields(buf, 0, len(buf)):
         if num == 1 and wire == 0:
-            ir_version = int(value)  # type: ignore[arg-type]
+            # int64: a negative value is a 10-byte varint of 2**63 or more
+            ir_version = int(value) if int(value) < 1 << 63 else -1  # type: ignore[arg-type]
         elif num == 8 and wire == 2:
-            f = _sub(buf, value)  # type: ignore[arg-type]
-            domain = _text(buf, f[1][1]) if 1 in f else ""  # type: ignore[index]
-            opsets[domain] = int(f[2][1]) if 2 in f else 0  # type: ignore[index]
+            opset = _Msg(buf, value)  # type: ignore[arg-type]
+            opsets[opset.text(1)] = opset.int(2)
         elif num == 14 and wire == 2:
-            f = _sub(buf, value)  # type: ignore[arg-type]
-            if 1 in f:
-                metadata[_text(buf, f[1][1])] = _text(buf, f[2][1]) if 2 in f else ""  # type: ignore[index]
+            entry = _Msg(buf, value)  # type: ignore[arg-type]
+            if (1, 2) in entry.fields:
+                metadata[entry.text(1)] = entry.text(2)
         elif num == 25 and wire == 2:
             _external(buf, _FUNCTION, value, external)  # type: ignore[arg-type]
         elif num == 7 and wire == 2:
@@ -174,9 +186,7 @@ def _parse(buf: memoryview | bytes) -> OnnxHeader:
                 if gnum == 1:
                     nodes += 1
                 elif gnum in (11, 12):
-                    f = _sub(buf, gvalue)  # type: ignore[arg-type]
-                    name = _text(buf, f[1][1]) if 1 in f else ""  # type: ignore[index]
-                    (inputs if gnum == 11 else outputs).append(name)
+                    (inputs if gnum == 11 else outputs).append(_Msg(buf, gvalue).text(1))  # type: ignore[arg-type]
     return OnnxHeader(ir_version, opsets, tuple(inputs), tuple(outputs), nodes, metadata, tuple(external))
 
 
@@ -186,8 +196,8 @@ def _parse_mapped(mm: mmap.mmap) -> tuple[OnnxHeader | None, str]:
     view = memoryview(mm)
     try:
         return _parse(view), ""
-    except (_Malformed, UnicodeDecodeError, KeyError, IndexError) as exc:
-        return None, str(exc)
+    except (_Malformed, UnicodeDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        return None, str(exc) or type(exc).__name__
     finally:
         view.release()
 

@@ -126,12 +126,24 @@ class Runner:
         _check_batch(images)
 
     def to_device(self, batch: np.ndarray) -> Any:
-        raise NotImplementedError
+        """The uint8 batch where the backend takes it (a runner not started yet starts first)."""
+        return self.start()._to_device(batch)
 
     def infer(self, x: Any) -> Any:
-        raise NotImplementedError
+        """The network on what :meth:`to_device` returned."""
+        return self.start()._infer(x)
 
     def to_host(self, out: Any) -> list[Any]:
+        """The outputs, in :attr:`output_names` order, where post-processing runs."""
+        return self.start()._to_host(out)
+
+    def _to_device(self, batch: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _infer(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _to_host(self, out: Any) -> list[Any]:
         raise NotImplementedError
 
     def outputs(self, images: np.ndarray) -> list[Any]:
@@ -139,17 +151,18 @@ class Runner:
         self.check_input(images)
         self.start()
         t0 = time.perf_counter()
-        x = self.to_device(images)
+        x = self._to_device(images)
         t1 = time.perf_counter()
-        out = self.infer(x)
+        out = self._infer(x)
         t2 = time.perf_counter()
-        arrays = self.to_host(out)
+        arrays = self._to_host(out)
         self.timings.record(to_device=t1 - t0, infer=t2 - t1, to_host=time.perf_counter() - t2)
         return arrays
 
     def run(self, images: np.ndarray) -> dict[str, Any]:
         """The outputs of ``images`` by name (``scores``, ``kernels``, ``mask_feat``...)."""
-        return dict(zip(self.output_names, self.outputs(images)))
+        arrays = self.outputs(images)  # starts the runner, which may learn the names from the backend
+        return dict(zip(self.output_names, arrays))
 
     def __call__(self, images: np.ndarray) -> tuple[Any, Any, list[Any]]:
         arrays = self.outputs(images)
@@ -186,14 +199,14 @@ class TorchRunner(Runner):
     def _stop(self) -> None:
         self.model = None
 
-    def to_device(self, batch: np.ndarray) -> Any:
+    def _to_device(self, batch: np.ndarray) -> Any:
         return self._torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
 
-    def infer(self, x: Any) -> Any:
+    def _infer(self, x: Any) -> Any:
         with self._torch.inference_mode():
             return self.model(x)
 
-    def to_host(self, out: Any) -> list[Any]:
+    def _to_host(self, out: Any) -> list[Any]:
         # Post-processing takes the torch tensors where they are: no copy on a CPU, and on CUDA the
         # array-API post-processing runs on the GPU.
         return list(out)
@@ -227,6 +240,13 @@ def _ort_providers(device: str) -> list[Any]:
             return [("CUDAExecutionProvider", {"device_id": device_index(device)}), "CPUExecutionProvider"]
         raise BadInputError(f"--device {device} asked for, but ONNX Runtime's CUDA provider does not work here")
     return ["CPUExecutionProvider"]
+
+
+def _joined(parts: list[list[np.ndarray]], n: int) -> list[np.ndarray]:
+    """Per-chunk outputs joined along the batch and cut to the ``n`` images asked for."""
+    if len(parts) == 1:
+        return [a[:n] for a in parts[0]]
+    return [np.concatenate([p[j] for p in parts])[:n] for j in range(len(parts[0]))]
 
 
 class OnnxRunner(Runner):
@@ -266,18 +286,23 @@ class OnnxRunner(Runner):
         """The graph's static batch (a larger batch runs in chunks of it), or None when dynamic."""
         return self._fixed_batch
 
-    def _chunks(self, batch: np.ndarray) -> list[np.ndarray]:
-        # A static-batch export runs image by image (or in chunks of its batch).
-        step = self._fixed_batch or batch.shape[0]
-        return [np.ascontiguousarray(batch[i:i + step]) for i in range(0, batch.shape[0], step)]
+    def _chunks(self, batch: np.ndarray) -> tuple[list[np.ndarray], int]:
+        """A static-batch graph takes exactly its batch: chunks of it, the last one padded by
+        repeating its last image (its outputs are dropped again); and the true count."""
+        n, step = batch.shape[0], self._fixed_batch or batch.shape[0]
+        chunks = [np.ascontiguousarray(batch[i:i + step]) for i in range(0, n, step)]
+        if chunks[-1].shape[0] < step:
+            pad = np.repeat(chunks[-1][-1:], step - chunks[-1].shape[0], axis=0)
+            chunks[-1] = np.ascontiguousarray(np.concatenate([chunks[-1], pad]))
+        return chunks, n
 
-    def to_device(self, batch: np.ndarray) -> Any:
-        arrays = self._chunks(batch)
+    def _to_device(self, batch: np.ndarray) -> Any:
+        arrays, n = self._chunks(batch)
         values = [self._ort.OrtValue.ortvalue_from_numpy(a, self._ort_device, self._device_id) for a in arrays]
-        return arrays, values  # the numpy arrays stay referenced: a CPU OrtValue may share their memory
+        return arrays, values, n  # the numpy arrays stay referenced: a CPU OrtValue may share their memory
 
-    def infer(self, x: Any) -> Any:
-        _, values = x
+    def _infer(self, x: Any) -> Any:
+        _, values, n = x
         bindings = []
         for v in values:
             binding = self.session.io_binding()
@@ -286,21 +311,20 @@ class OnnxRunner(Runner):
                 binding.bind_output(name, self._ort_device, self._device_id)
             self.session.run_with_iobinding(binding)
             bindings.append(binding)
-        return bindings
+        return bindings, n
 
-    def to_host(self, bindings: Any) -> list[Any]:
+    def _to_host(self, out: Any) -> list[Any]:
         # copy_outputs_to_cpu: a device-to-host copy for CUDA outputs, numpy arrays on the CPU.
-        parts = [b.copy_outputs_to_cpu() for b in bindings]
-        return list(parts[0]) if len(parts) == 1 else [np.concatenate([p[j] for p in parts])
-                                                         for j in range(len(parts[0]))]
+        bindings, n = out
+        return _joined([b.copy_outputs_to_cpu() for b in bindings], n)
 
     def outputs(self, images: np.ndarray) -> list[Any]:
         self.check_input(images)
         self.start()
         t0 = time.perf_counter()
         if self._fixed_batch and images.shape[0] != self._fixed_batch:
-            parts = [self.session.run(self.output_names, {self.input_name: chunk}) for chunk in self._chunks(images)]
-            outs = [np.concatenate([p[j] for p in parts]) for j in range(len(self.output_names))]
+            chunks, n = self._chunks(images)
+            outs = _joined([self.session.run(self.output_names, {self.input_name: c}) for c in chunks], n)
         else:
             outs = self.session.run(self.output_names, {self.input_name: images})
         self.timings.record(infer=time.perf_counter() - t0)

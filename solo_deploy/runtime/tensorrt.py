@@ -139,25 +139,26 @@ class TensorRTRunner(Runner):
         self.max_batch = int(sidecar.get("engine", {}).get("profile", {}).get("max", [1])[0])
 
     def _start(self) -> None:
+        # Built in locals and kept only when everything checks out: a failed start holds no GPU memory.
         trt, torch, path = self._trt, self._torch, self.path
         torch.cuda.set_device(self.device)
-        self._runtime = trt.Runtime(_trt_logger(trt))
-        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        runtime = trt.Runtime(_trt_logger(trt))
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BadInputError(f"TensorRT cannot deserialize {path} (corrupt, or built by another version)")
-        self.engine = engine
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise RuntimeFailure("TensorRT could not create an execution context (out of GPU memory?)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         found = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(self.input_names) != 1:
-            raise BadInputError(f"{path}: expected one input tensor, found {self.input_names}")
-        self.input_name = self.input_names[0]
+        if len(inputs) != 1:
+            raise BadInputError(f"{path}: expected one input tensor, found {inputs}")
         if sorted(self.output_names) != sorted(found):  # output_names: the contract order from the metadata
             raise BadInputError(f"{path}: engine outputs {found} do not match the model's {self.output_names}")
-        self._dtypes = {n: self._torch_dtype(engine.get_tensor_dtype(n)) for n in names}
+        dtypes = {n: self._torch_dtype(engine.get_tensor_dtype(n)) for n in names}
+        context = engine.create_execution_context()
+        if context is None:
+            raise RuntimeFailure("TensorRT could not create an execution context (out of GPU memory?)")
+        self._runtime, self.engine, self.context = runtime, engine, context
+        self.input_names, self.input_name, self._dtypes = inputs, inputs[0], dtypes
 
     def _stop(self) -> None:
         self.context = self.engine = self._runtime = None
@@ -197,14 +198,14 @@ class TensorRTRunner(Runner):
         if isinstance(images, np.ndarray):
             super().check_input(images)
 
-    def to_device(self, batch: Any) -> Any:
+    def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, np.ndarray):
             return self._torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         return batch.to(self.device).contiguous()
 
-    def infer(self, x: Any) -> list[Any]:
+    def _infer(self, x: Any) -> list[Any]:
         parts = [self._run_chunk(x[i:i + self.max_batch]) for i in range(0, int(x.shape[0]), self.max_batch)]
         return parts[0] if len(parts) == 1 else [self._torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]
 
-    def to_host(self, out: list[Any]) -> list[Any]:
+    def _to_host(self, out: list[Any]) -> list[Any]:
         return list(out)  # stays on the GPU: the runtime post-processes TensorRT outputs there

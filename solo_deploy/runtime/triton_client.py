@@ -111,7 +111,8 @@ class TritonRunner(Runner):
             if dims and int(dims[0]) > 0:
                 self._fixed_batch = int(dims[0])
 
-    def _infer(self, images: np.ndarray) -> list[np.ndarray]:
+    def _request(self, images: np.ndarray) -> list[np.ndarray]:
+        """One inference request of a batch the server accepts."""
         client = self._client_mod
         inp = client.InferInput(self.input_name, list(images.shape), "UINT8")
         inp.set_data_from_numpy(images)
@@ -126,13 +127,13 @@ class TritonRunner(Runner):
     def _start(self) -> None:
         pass  # the server holds the model
 
-    def to_device(self, batch: np.ndarray) -> Any:
+    def _to_device(self, batch: np.ndarray) -> Any:
         return np.ascontiguousarray(batch)
 
-    def infer(self, images: np.ndarray) -> list[Any]:
+    def _infer(self, images: np.ndarray) -> list[Any]:
         step = self._fixed_batch or self.max_batch or images.shape[0]
-        parts = [self._infer(images[i:i + step]) for i in range(0, images.shape[0], step)]
+        parts = [self._request(images[i:i + step]) for i in range(0, images.shape[0], step)]
         return parts[0] if len(parts) == 1 else [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
 
-    def to_host(self, out: list[Any]) -> list[Any]:
+    def _to_host(self, out: list[Any]) -> list[Any]:
         return list(out)  # numpy already: the client copied the response
