@@ -39,7 +39,7 @@ class _ModelFile:
 
 def _inspect(path: Path, imgsz: tuple[int, int] | None) -> _ModelFile:
     """Read a model file's metadata (BadInputError for a missing/corrupt/unknown file)."""
-    from ..core.meta import ModelMeta, file_sha256
+    from ..core.meta import file_sha256
     from ..model.modelfile import read_model
     from ..runtime.runners import detect_backend
 
@@ -72,10 +72,10 @@ def _inspect(path: Path, imgsz: tuple[int, int] | None) -> _ModelFile:
             static_hw = (int(dims[1]), int(dims[2]))
         del model
     else:
-        from ..runtime.tensorrt import read_sidecar
+        from ..core.inspect import inspect_model
 
-        sidecar = read_sidecar(path)
-        meta = ModelMeta.from_dict(sidecar["solo_deploy"], source=str(path))
+        info = inspect_model(path)
+        meta, sidecar = info.meta, info.details["sidecar"]
         fmt = "engine"
         precision = str(sidecar.get("engine", {}).get("precision", "fp32"))
         source = (sidecar["solo_deploy"].get("export") or {}).get("source_sha256")

@@ -49,26 +49,25 @@ def info(
 
 
 def describe_model(path: Path) -> dict:
+    """A model file's metadata (an engine's whole sidecar), its graph's input and output names, and
+    for a PyTorch file its parameter count."""
     from .._paths import check_model_path
-    from ..runtime.runners import detect_backend
+    from ..core.inspect import detect_backend, inspect_model
+    from ..core.meta import INPUT_NAME, file_sha256, output_names
 
     kind = detect_backend(check_model_path(path))
-    if kind == "torch":
-        from ..model.modelfile import file_sha256, read_model
+    if kind == "torch":  # the weights are read anyway, for the parameter count: one read
+        from ..model.modelfile import read_model
 
         state, meta = read_model(path)
         d = meta.to_dict()
         d["parameters"] = int(sum(v.numel() for v in state.values()))
-    elif kind == "onnxruntime":
-        from ..runtime.runners import onnx_meta
-
-        d = onnx_meta(path).to_dict()
-        from ..model.modelfile import file_sha256
+        names = ((INPUT_NAME,), tuple(output_names(meta.model)))
     else:
-        from ..export.tensorrt import read_sidecar
-
-        d = read_sidecar(path)
-        from ..model.modelfile import file_sha256
+        info = inspect_model(path)
+        d = dict(info.details.get("sidecar") or info.meta.to_dict())
+        names = (info.input_names, info.output_names)
+    d["io"] = {"inputs": list(names[0]), "outputs": list(names[1])}
     d["file"] = {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path, 16), "kind": kind}
     return d
 
