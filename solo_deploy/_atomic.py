@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,21 +82,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# folder -> {target name: its temporaries}, listed once per process: a folder that receives many
+# files (predict's overlays) is not listed again for each of them.
+_TEMPORARIES: dict[str, dict[str, list[Path]]] = {}
+_TEMPORARIES_LOCK = threading.Lock()
+
+
+def _temporaries_of(path: Path) -> list[Path]:
+    """The hidden temporaries of ``path`` found when its folder was first listed by this process
+    (each target's list is handed out once)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    key = os.path.realpath(folder)
+    with _TEMPORARIES_LOCK:
+        if key not in _TEMPORARIES:
+            found: dict[str, list[Path]] = {}
+            try:
+                for tmp in folder.glob(".*.tmp-*"):
+                    m = _TMP_RE.match(tmp.name)
+                    if m:
+                        found.setdefault(m.group("name"), []).append(tmp)
+            except OSError:
+                pass
+            _TEMPORARIES[key] = found
+        return _TEMPORARIES[key].pop(path.name, [])
+
+
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
     """Remove the hidden temporaries of ``path`` whose writer is gone (killed with SIGKILL, power
     loss); keep those of live writers. Returns what was removed."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     removed = []
-    try:
-        candidates = list(folder.glob(f".{glob.escape(path.name)}.tmp-*"))
-    except OSError:
-        return removed
-    for tmp in candidates:
-        m = _TMP_RE.match(tmp.name)
-        if not m or m.group("name") != path.name or not tmp.is_file():
+    for tmp in _temporaries_of(path):
+        if not tmp.is_file():
             continue
-        pid = m.group("pid")
+        m = _TMP_RE.match(tmp.name)
+        pid = m.group("pid") if m else None
         try:
             stale = (not _pid_alive(int(pid))) if pid else time.time() - tmp.stat().st_mtime > _UNOWNED_STALE_S
             if stale:
