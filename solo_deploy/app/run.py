@@ -2,7 +2,6 @@
 the application layer, and the demo's COCO scoring (the one sink that needs evaluation)."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ..runtime.sinks import (
 from ..runtime.sources import DemoSource, Source, make_source
 from .models import load
 
-__all__ = ["GroundTruthEval", "build_predictor", "run", "run_outputs"]
+__all__ = ["GroundTruthEval", "build_predictor", "run"]
 
 
 class GroundTruthEval(Sink):
@@ -45,11 +44,8 @@ class GroundTruthEval(Sink):
         self.gt_anns: list[dict[str, Any]] = []
         self.results: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] | None = None
-        self._lock = threading.Lock()
 
     def write(self, result: FrameResult) -> None:
-
-
         f = result.frame
         if f.gt is None:
             return
@@ -85,8 +81,8 @@ def build_predictor(model: str | Path, backend: str = "auto", device: str = "cpu
     return load(model, backend=backend, device=device, threads=threads, conf=conf, **kwargs)
 
 
-def run_outputs(videos: Sequence[str], model: str | Path | None, output: str | Path | None,
-                save_json: str | Path | None) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+def _run_outputs(videos: Sequence[str], model: str | Path | None, output: str | Path | None,
+                 save_json: str | Path | None) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """(outputs, inputs) of a run as (option, path) pairs, for :func:`check_outputs`: the video of
     each stream and the JSON lines; the source files and the model."""
     outs: list[tuple[str, Any]] = [("--output", stream_path(Path(output), i, len(videos)))
@@ -101,9 +97,13 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
         output: str | Path | None = None, save_json: str | Path | None = None, show: bool = False,
         conf: float | None = None, max_frames: int | None = None, vid_stride: int = 1,
         reconnect_timeout: float = 30.0, threads: int | None = None, progress: bool = True,
-        handle_signals: bool = True, **runner_kwargs: Any) -> dict[str, Any]:
+        handle_signals: bool = True, also_writes: Sequence[tuple[str, str | Path | None]] = (),
+        **runner_kwargs: Any) -> dict[str, Any]:
     """Open the sources, load the model (the shipped default when ``model`` is None), run the
-    pipeline into the requested sinks and return its summary (see ``Pipeline.summary``)."""
+    pipeline into the requested sinks and return its summary (see ``Pipeline.summary``).
+
+    ``also_writes``: (option, path) of what the caller writes after the run (the CLI's summary
+    JSON), checked with the run's own outputs against its inputs before anything starts."""
 
     if not videos:
         raise BadInputError("give at least one --video SOURCE (camN, a file, a URL, a folder/glob or demo)")
@@ -122,7 +122,8 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
     model_path = Path(model) if model is not None else default_model_path()
     if backend != "triton":
         check_model_path(model_path)
-    check_outputs(*run_outputs(videos, None if backend == "triton" else model_path, output, save_json))
+    outputs, inputs = _run_outputs(videos, None if backend == "triton" else model_path, output, save_json)
+    check_outputs([*outputs, *also_writes], inputs)
 
     # Sources first: a missing camera or file fails in a second, before a model export.
     demo_frames = max_frames * vid_stride if max_frames else None

@@ -11,30 +11,25 @@ when a function is first used:
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 SCHEMA_VERSION = 1
 FORMAT = "solo-deploy-bench"
 
 _LAZY = {
-    "run_bench": "core",
-    "format_table": "core",
-    "BenchSettings": "core",
-    "model_cost": "flops",
-    "count_flops": "flops",
-    "conv2d_flops": "flops",
-    "measure_ceilings": "ceiling",
-    "gemm_ceiling": "ceiling",
-    "memory_bandwidth": "ceiling",
-    "plot_bench": "plot",
+    "run_bench": ".core",
+    "format_table": ".core",
+    "BenchSettings": ".core",
+    "model_cost": ".flops",
+    "count_flops": ".flops",
+    "conv2d_flops": ".flops",
+    "measure_ceilings": ".ceiling",
+    "gemm_ceiling": ".ceiling",
+    "memory_bandwidth": ".ceiling",
+    "plot_bench": ".plot",
 }
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "BenchSettings", "conv2d_flops", "count_flops", "format_table", "gemm_ceiling",
            "measure_ceilings", "memory_bandwidth", "model_cost", "plot_bench", "run_bench"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

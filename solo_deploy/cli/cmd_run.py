@@ -42,8 +42,7 @@ def run_cmd(
     Exit codes: 0 ok (also after a clean stop), 1 failure (e.g. a stream lost for good), 2 bad input."""
     setup_logging(log_level)
     from .._atomic import write_json
-    from .._paths import check_outputs
-    from ..app.run import run, run_outputs
+    from ..app.run import run
     from ..errors import BadInputError, RuntimeFailure
     from ..runtime.pipeline import format_summary
     from ..runtime.sources import quiet_opencv
@@ -51,12 +50,10 @@ def run_cmd(
     quiet_opencv(verbose=log_level.lower() == "debug")
     if backend == "triton" and not model:
         raise BadInputError("--backend triton needs --model NAME (the model's name on the Triton server)")
-    outputs, inputs = run_outputs(video, None if backend == "triton" else model, output, save_json)
-    check_outputs([*outputs, ("--summary-json", summary_json)], inputs)
     kwargs = {"url": triton_url} if backend == "triton" else {}
     summary = run(video, model, backend=backend, device=device, output=output, save_json=save_json, show=show,
                   conf=conf, max_frames=max_frames, vid_stride=vid_stride, reconnect_timeout=reconnect_timeout,
-                  threads=threads, progress=progress, **kwargs)
+                  threads=threads, progress=progress, also_writes=[("--summary-json", summary_json)], **kwargs)
     typer.echo(format_summary(summary))
     if summary_json is not None:
         write_json(summary_json, summary)

@@ -21,7 +21,7 @@ torch = lazy_import("torch")
 safetensors = lazy_import("safetensors")
 
 __all__ = ["SIDECAR_FORMAT", "SIDECAR_SCHEMA", "ModelInfo", "checkpoint_meta", "detect_backend", "inspect_model",
-           "load_checkpoint", "onnx_meta", "read_sidecar", "sidecar_path"]
+           "load_checkpoint", "onnx_meta", "read_sidecar", "safetensors_meta", "sidecar_path"]
 
 SIDECAR_FORMAT = "solo-deploy-engine"
 SIDECAR_SCHEMA = 1
@@ -104,6 +104,11 @@ def _safetensors_meta(path: Path) -> ModelMeta:
             header = fh.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - the Rust parser raises its own error types
         raise BadInputError(f"cannot read model file {path}: {one_line(exc)}") from None
+    return safetensors_meta(header, path)
+
+
+def safetensors_meta(header: dict[str, str], path: str | os.PathLike[str]) -> ModelMeta:
+    """The metadata in a solo-deploy ``.safetensors`` file's header (``safe_open(...).metadata()``)."""
     if META_KEY not in header:
         raise BadInputError(f"{path} is a safetensors file but not a solo-deploy model file (no metadata)")
     try:

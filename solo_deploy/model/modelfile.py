@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import check_model_path
-from ..core.inspect import checkpoint_meta, load_checkpoint
+from ..core.inspect import checkpoint_meta, load_checkpoint, safetensors_meta
 from ..core.meta import META_KEY, MODEL_SUFFIXES, SCHEMA_VERSION, ModelMeta, file_sha256  # noqa: F401 - re-exported (transitional)
 from ..errors import BadInputError, one_line
 
@@ -38,10 +38,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], ModelMeta]:
 
     try:
         with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-            if META_KEY not in header:
-                raise BadInputError(f"{path} is a safetensors file but not a solo-deploy model file (no metadata)")
-            meta = ModelMeta.from_dict(json.loads(header[META_KEY]), source=str(path))
+            meta = safetensors_meta(fh.metadata() or {}, path)
             state = {}
             for k in fh.keys():  # noqa: SIM118 - safetensors handles are not mappings
                 t = fh.get_tensor(k)
