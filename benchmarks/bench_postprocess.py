@@ -4,7 +4,11 @@
    Matrix-NMS IoUs) against a brute-force per-instance reference (a Python loop per candidate
    and per candidate pair) on the same raw outputs with ``nms_pre`` candidates (default 500,
    the SOLOv2 budget). Goal: >= 20x. Both must give the same instances.
-2. Share of post-processing in the per-frame time of a model on CPU: preprocess, inference
+2. Candidate order (issue #14): the old order (the top ``nms_pre`` candidates by category score
+   before any mask, i.e. ``max_candidates = nms_pre``) against the reference's order (masks and
+   maskness of up to ``max_candidates`` = 3840 candidates, then ``nms_pre`` after rescoring), at
+   500 and 2000 candidates, interleaved in one run.
+3. Share of post-processing in the per-frame time of a model on CPU: preprocess, inference
    and ``Predictor.finish`` timed separately on frames of the demo video.
 
 Prints a table and writes a JSON file::
@@ -70,7 +74,7 @@ def reference(scores, kernels, feat, grids, strides, cfg: PostprocessConfig):
             s = float(scores[cell, c])
             if s > cfg.score_thr:
                 cands.append((s, cell, c))
-    cands = sorted(cands, key=lambda t: -t[0])[: cfg.nms_pre]
+    cands = sorted(cands, key=lambda t: -t[0])[: cfg.max_candidates]
     kept = []
     for s, cell, c in cands:
         logit = np.tensordot(kernels[cell], feat, axes=1)
@@ -160,6 +164,31 @@ def bench_vectorised_vs_reference(candidates: int, preset: str, input_size: int,
     }
 
 
+def bench_order(candidate_counts: tuple[int, ...], preset: str, input_size: int, repeats: int) -> list[dict]:
+    """Old order (cap before masks) vs the reference's order, interleaved, best-of ``repeats``."""
+    mc = PRESETS[preset]
+    hw4 = (input_size // 4, input_size // 4)
+    cells = cell_info(mc.grids, mc.strides, 1)
+    new_cfg = PostprocessConfig()
+    old_cfg = PostprocessConfig(max_candidates=new_cfg.nms_pre)
+    rows = []
+    for n in candidate_counts:
+        scores, kernels, feat = raw_outputs(1, mc.grids, 4, mc.kernel_channels, hw4, n)
+
+        def run(cfg, scores=scores, kernels=kernels, feat=feat):
+            return postprocess_single(scores, kernels, [feat], cells, cfg, (input_size, input_size))
+
+        old_det, new_det = run(old_cfg), run(new_cfg)  # warm-up
+        t_old, t_new = [], []
+        for _ in range(repeats):
+            t_old += _time(lambda: run(old_cfg), 1)
+            t_new += _time(lambda: run(new_cfg), 1)
+        rows.append({"candidates": n, "old_ms": round(min(t_old) * 1e3, 2), "new_ms": round(min(t_new) * 1e3, 2),
+                     "ratio": round(min(t_new) / min(t_old), 2), "old_instances": len(old_det),
+                     "new_instances": len(new_det), "runs": repeats})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # Share of the per-frame time
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +241,13 @@ def main() -> None:
     print(f"  {'brute-force per instance (best of ' + str(v['reference_runs']) + ')':<38s}{v['reference_ms']:10.1f}")
     print(f"  {'speed-up (goal >= 20x)':<38s}{v['speedup']:9.1f}x   same result: {v['same_result']}"
           f"   (medians: {v['median_speedup']:.1f}x)")
+
+    res["order"] = rows = bench_order((500, 2000), args.preset, args.input, max(5, args.repeats * 2))
+    print(f"\n{'candidate order (' + args.preset + ', ' + str(args.input) + ' px)':<30s}"
+          f"{'old ms':>10s}{'new ms':>10s}{'new/old':>10s}{'instances old/new':>20s}")
+    for r in rows:
+        print(f"  {str(r['candidates']) + ' candidates':<28s}{r['old_ms']:10.2f}{r['new_ms']:10.2f}"
+              f"{r['ratio']:9.2f}x{str(r['old_instances']) + ' / ' + str(r['new_instances']):>20s}")
 
     model = args.model
     if model is None:

@@ -1,13 +1,24 @@
 """The one preprocessing spec shared by training, export, calibration and runtime.
 
-Images go in as OpenCV BGR uint8 (H, W, 3) arrays. ``letterbox`` resizes keeping the aspect
-ratio, pads at the bottom/right (so the image origin never moves and inversion is a crop),
-and returns RGB uint8. Normalisation (mean/std) runs in the exported graph when
-``normalize_in_model`` is true, otherwise on the host through ``normalize``.
+Images go in as OpenCV BGR uint8 (H, W, 3) arrays; the image origin never moves (padding is
+always at the bottom/right, so inversion is a crop). Two resize modes:
+
+* ``letterbox`` (our trained models): fit inside the fixed ``input_hw`` keeping the aspect ratio,
+  pad on the host with the uint8 ``pad_value`` (before normalisation); the graph input has one size.
+* ``keep-ratio`` (mmdetection's test pipeline, imported and reference models): resize keeping the
+  ratio so that the long side fits ``scale[0]`` and the short side ``scale[1]`` (whichever the
+  orientation), hand the resized image to the graph as it is, and let the graph normalise and pad
+  to a multiple of ``size_divisor`` with ``pad_value`` (0 = the mean colour, after normalising),
+  exactly as mmdetection does. Graph inputs then vary in height and width (dynamic export).
+
+``interpolation``: ``area`` shrinks with INTER_AREA and enlarges bilinearly (sharper thumbnails;
+our training's rule); ``bilinear`` is cv2.INTER_LINEAR both ways (mmcv's ``imrescale``).
+Normalisation (mean/std) runs in the exported graph.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +27,9 @@ from ._lazy import lazy_import
 from .errors import BadInputError
 
 cv2 = lazy_import("cv2")
+
+RESIZE_MODES = ("letterbox", "keep-ratio")
+INTERPOLATIONS = ("area", "bilinear")
 
 # ImageNet statistics in RGB order, as torchvision and the SOLO reference configs use.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -36,24 +50,57 @@ class Letterbox:
 class PreprocessSpec:
     """Resize, pad and normalise; serialisable to a plain dict for model files and metadata."""
 
-    input_hw: tuple[int, int] = (256, 256)  # network input (H, W); the CPU preset's training size
-    resize: str = "letterbox"  # aspect-preserving fit inside input_hw (mmdet's keep_ratio=True)
+    # letterbox: the network input (H, W). keep-ratio: the size exports are traced and benchmarked
+    # at (the padded input of the largest landscape image).
+    input_hw: tuple[int, int] = (256, 256)  # the CPU preset's training size
+    resize: str = "letterbox"  # "letterbox" | "keep-ratio" (see the module docstring)
     pad_anchor: str = "top-left"  # image at (0, 0), padding bottom/right, as mmdet's Pad
-    pad_value: int = 0  # uint8 value of the padded area, before normalisation
+    # letterbox: uint8 value of the padded area, before normalisation (0 = black, ours);
+    # keep-ratio: the normalised value the graph pads with (0 = the mean colour, mmdetection's).
+    pad_value: float = 0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     channel_order: str = "RGB"  # order of the network's input channels
     normalize_in_model: bool = True  # exported graphs take uint8 NHWC and normalise in-graph
-    size_divisor: int = 32  # input sizes must be multiples of the backbone's largest stride
+    size_divisor: int = 32  # input sizes are multiples of the backbone's largest stride
+    interpolation: str = "area"  # "area" (ours) | "bilinear" (mmcv's imrescale default)
+    scale: tuple[int, int] | None = None  # keep-ratio: (long side, short side) limits, mmdet's (1333, 800)
 
     def __post_init__(self) -> None:
         h, w = self.input_hw
-        if h <= 0 or w <= 0 or h % self.size_divisor or w % self.size_divisor:
-            raise BadInputError(
-                f"input size {h}x{w} is invalid: both sides must be positive multiples of {self.size_divisor}"
-            )
-        if self.resize != "letterbox" or self.pad_anchor != "top-left":
-            raise BadInputError(f"unsupported resize rule {self.resize!r} / pad anchor {self.pad_anchor!r}")
+        d = self.size_divisor
+        if not isinstance(d, int) or d < 1:
+            raise BadInputError(f"size divisor must be a positive integer, got {d!r}")
+        if h <= 0 or w <= 0 or h % d or w % d:
+            raise BadInputError(f"input size {h}x{w} is invalid: both sides must be positive multiples of {d}")
+        if self.resize not in RESIZE_MODES or self.pad_anchor != "top-left":
+            raise BadInputError(f"unsupported resize rule {self.resize!r} / pad anchor {self.pad_anchor!r}: "
+                                f"expected one of {', '.join(RESIZE_MODES)} with a top-left anchor")
+        if self.interpolation not in INTERPOLATIONS:
+            raise BadInputError(f"unsupported interpolation {self.interpolation!r}: "
+                                f"expected one of {', '.join(INTERPOLATIONS)}")
+        if self.resize == "keep-ratio":
+            if self.scale is None or len(self.scale) != 2 or min(self.scale) < 1:
+                raise BadInputError(f"keep-ratio resizing needs scale = (long side, short side), got {self.scale!r}")
+        elif self.scale is not None:
+            raise BadInputError("scale applies to keep-ratio resizing only (letterbox uses input_hw)")
+        if self.resize == "letterbox" and not (0 <= self.pad_value <= 255):
+            raise BadInputError(f"letterbox pad value must be a uint8 grey level, got {self.pad_value!r}")
+
+    @classmethod
+    def keep_ratio(cls, scale: tuple[int, int] = (1333, 800), **kw: Any) -> PreprocessSpec:
+        """mmdetection's SOLO / SOLOv2 test pipeline: keep-ratio fit into ``scale`` (long, short),
+        bilinear, normalise, pad with 0 to a multiple of 32 (``input_hw``: the largest landscape input)."""
+        long, short = max(scale), min(scale)
+        d = int(kw.get("size_divisor", 32))
+        kw.setdefault("input_hw", (-(-short // d) * d, -(-long // d) * d))
+        kw.setdefault("interpolation", "bilinear")
+        return cls(resize="keep-ratio", scale=(int(long), int(short)), **kw)
+
+    @property
+    def pads_in_graph(self) -> bool:
+        """True when the graph pads the normalised image itself (keep-ratio)."""
+        return self.resize == "keep-ratio"
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -61,14 +108,22 @@ class PreprocessSpec:
         d["input_hw"] = list(self.input_hw)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        d["scale"] = list(self.scale) if self.scale is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
         d = dict(d)
-        for key in ("input_hw", "mean", "std"):
-            if key in d:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise BadInputError(f"preprocessing spec has unknown keys: {sorted(unknown)}")
+        for key in ("input_hw", "mean", "std", "scale"):
+            if d.get(key) is not None:
                 d[key] = tuple(d[key])
+        if "input_hw" in d:
+            d["input_hw"] = tuple(int(v) for v in d["input_hw"])
+        if d.get("scale") is not None:
+            d["scale"] = tuple(int(v) for v in d["scale"])
         return cls(**d)
 
     def with_size(self, input_hw: tuple[int, int] | None) -> PreprocessSpec:
@@ -80,28 +135,81 @@ class PreprocessSpec:
 
     # -- forward -------------------------------------------------------------------------------
     def plan(self, orig_hw: tuple[int, int]) -> Letterbox:
-        """The letterbox geometry for an image of size ``orig_hw``."""
+        """How an image of size ``orig_hw`` maps into the network input (one image alone)."""
         h, w = int(orig_hw[0]), int(orig_hw[1])
         if h <= 0 or w <= 0:
             raise BadInputError(f"image has an empty size {h}x{w}")
+        if self.resize == "keep-ratio":
+            # mmcv's rescale_size: one factor for both sides, sizes rounded half up.
+            long, short = self.scale  # type: ignore[misc]
+            scale = min(long / max(h, w), short / min(h, w))
+            rh, rw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+            d = self.size_divisor
+            return Letterbox(orig_hw=(h, w), resized_hw=(rh, rw), input_hw=(-(-rh // d) * d, -(-rw // d) * d),
+                             scale=scale)
         ih, iw = self.input_hw
         scale = min(ih / h, iw / w)
         rh, rw = max(1, min(ih, int(round(h * scale)))), max(1, min(iw, int(round(w * scale))))
         return Letterbox(orig_hw=(h, w), resized_hw=(rh, rw), input_hw=(ih, iw), scale=scale)
 
+    def resize_image(self, image_bgr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """Resize with this spec's interpolation rule (no copy when the size is already ``hw``)."""
+        h, w = int(hw[0]), int(hw[1])
+        if image_bgr.shape[:2] == (h, w):
+            return image_bgr
+        shrink = h * w < image_bgr.shape[0] * image_bgr.shape[1]
+        interp = cv2.INTER_AREA if self.interpolation == "area" and shrink else cv2.INTER_LINEAR
+        return cv2.resize(image_bgr, (w, h), interpolation=interp)
+
     def letterbox(self, image_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """BGR uint8 (H, W, 3) -> RGB uint8 (input_h, input_w, 3) and its ``Letterbox``."""
+        """BGR uint8 (H, W, 3) -> the graph's RGB uint8 input for this image alone, and its ``Letterbox``.
+
+        letterbox: (input_h, input_w, 3), padded. keep-ratio: (resized_h, resized_w, 3), the graph pads.
+        """
         image_bgr = as_bgr_uint8(image_bgr)
         lb = self.plan(image_bgr.shape[:2])
         rh, rw = lb.resized_hw
-        if (rh, rw) != lb.orig_hw:
-            interp = cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR
-            resized = cv2.resize(image_bgr, (rw, rh), interpolation=interp)
-        else:
-            resized = image_bgr
-        out = np.full((*self.input_hw, 3), self.pad_value, dtype=np.uint8)
+        resized = self.resize_image(image_bgr, (rh, rw))
+        if self.pads_in_graph:
+            return np.ascontiguousarray(resized[..., ::-1]), lb
+        out = np.full((*self.input_hw, 3), int(self.pad_value), dtype=np.uint8)
         out[:rh, :rw] = resized[..., ::-1]  # BGR -> RGB
         return out, lb
+
+    def batch(self, images_bgr: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """Several BGR images -> one uint8 RGB (N, H, W, 3) graph input and a ``Letterbox`` each.
+
+        keep-ratio images of different sizes share the largest one's size: the smaller ones are
+        padded on the host with the mean colour rounded to uint8 (mmdetection pads a batch with
+        the exact mean after normalising; the difference is under half a grey level), and the
+        graph pads them all to the same multiple of ``size_divisor``. One image, or images of one
+        size (a video stream), are exactly what ``letterbox`` gives.
+        """
+        if not len(images_bgr):
+            raise BadInputError("no images to preprocess")
+        pairs = [self.letterbox(im) for im in images_bgr]
+        arrays, lbs = [p[0] for p in pairs], [p[1] for p in pairs]
+        if len({a.shape for a in arrays}) == 1:
+            return np.stack(arrays), lbs
+        out = self.stack(arrays)
+        d = self.size_divisor
+        padded = (-(-out.shape[1] // d) * d, -(-out.shape[2] // d) * d)
+        return out, [replace(lb, input_hw=padded) for lb in lbs]
+
+    def stack(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Graph inputs of one image each (RGB uint8 (h, w, 3)) -> one (N, H, W, 3) batch, the
+        smaller ones padded at the bottom/right with the mean colour rounded to uint8 (keep-ratio)."""
+        if len({a.shape for a in arrays}) == 1:
+            return np.stack(arrays)
+        if not self.pads_in_graph:
+            raise BadInputError("letterboxed images of one model must all have the model's input size")
+        h = max(a.shape[0] for a in arrays)
+        w = max(a.shape[1] for a in arrays)
+        out = np.empty((len(arrays), h, w, 3), np.uint8)
+        out[...] = np.asarray(np.round(self.mean), np.uint8)  # RGB
+        for i, a in enumerate(arrays):
+            out[i, : a.shape[0], : a.shape[1]] = a
+        return out
 
     def normalize(self, batch_nhwc: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) normalised; what the graph does in-model."""

@@ -207,7 +207,8 @@ def load_calibration_images(data: str | Path, spec: PreprocessSpec, count: int =
                             progress: Callable[[str], None] | None = None) -> CalibrationImages:
     """Read up to ``count`` calibration images from ``data`` and letterbox them with ``spec``.
 
-    Returns uint8 (N, H, W, 3) RGB at ``spec.input_hw``. Raises ``BadInputError`` for a missing,
+    Returns uint8 (N, H, W, 3) RGB at ``spec.input_hw`` (keep-ratio models: at the largest
+    resized size). Raises ``BadInputError`` for a missing,
     empty or unreadable source, an undecodable image (unless ``force``) and fewer than
     ``minimum`` images (unless ``force``; zero images is always an error).
     """
@@ -231,6 +232,7 @@ def load_calibration_images(data: str | Path, spec: PreprocessSpec, count: int =
     _check_count(len(images), found, count, minimum, force, where)
     if len(images) < min(count, minimum) and force:
         log.warning("calibrating with %d images (fewer than the recommended %d)", len(images), minimum)
-    batch = np.stack(images).astype(np.uint8, copy=False)
+    # keep-ratio models: images of several sizes share the largest one's, padded with the mean colour.
+    batch = spec.stack(images).astype(np.uint8, copy=False)
     return CalibrationImages(images=batch, source=str(data), kind=kind, names=tuple(names), found=found,
                              skipped=tuple(skipped))

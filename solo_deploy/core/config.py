@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError
 
+if TYPE_CHECKING:
+    from ..preprocess import PreprocessSpec
+
 # Inference budgets (SOLO/SOLOv2 reference test_cfg).
-NMS_PRE = 500  # candidates kept before Matrix NMS
+NMS_PRE = 500  # candidates kept before Matrix NMS (after maskness rescoring)
+# Candidates whose masks are computed, by category score (ours; the reference computes every
+# candidate's mask). 3840 is TensorRT's largest TopK, so the same cap can move into an engine;
+# results equal the reference's whenever an image has at most this many candidates.
+MAX_CANDIDATES = 3840
 MAX_PER_IMG = 100  # instances kept after Matrix NMS
 SCORE_THR = 0.1  # candidate threshold on category scores (internal, not the user's --conf)
 UPDATE_THR = 0.05  # threshold on decayed scores after Matrix NMS
@@ -23,13 +30,16 @@ MIN_AREA_FACTOR = 1.0  # keep masks with area > factor * stride (stride-4 pixels
 MATRIX_NMS_SIGMA = 2.0  # gaussian kernel; paper's exp(-(iou^2 - cmax^2) / 0.5)
 
 
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")  # torchvision ResNets (mmdetection's depth 18..101)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one SOLO or SOLOv2 network. Plain data: stored as a dict in every model file."""
 
     arch: str = "solov2"  # "solo" | "solov2"
     num_classes: int = 4
-    backbone: str = "resnet50"  # torchvision resnet18 | resnet34 | resnet50
+    backbone: str = "resnet50"  # torchvision resnet18 | resnet34 | resnet50 | resnet101
     fpn_channels: int = 256  # SOLO/SOLOv2: FPN out_channels=256
     head_channels: int = 256  # SOLO: seg_feat_channels=256
     stacked_convs: int = 7  # SOLO: 7; SOLOv2: 4; SOLOv2-light: 2
@@ -46,8 +56,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ("solo", "solov2"):
             raise BadInputError(f"unknown architecture {self.arch!r}: expected 'solo' or 'solov2'")
-        if self.backbone not in ("resnet18", "resnet34", "resnet50"):
-            raise BadInputError(f"unknown backbone {self.backbone!r}: expected resnet18, resnet34 or resnet50")
+        if self.backbone not in BACKBONES:
+            raise BadInputError(f"unknown backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         if not (len(self.grids) == len(self.strides) == len(self.scale_ranges)):
             raise BadInputError("grids, strides and scale_ranges must have one entry per level")
         if self.num_classes < 1:
@@ -101,6 +111,7 @@ class PostprocessConfig:
     update_thr: float = UPDATE_THR
     nms_pre: int = NMS_PRE
     max_per_img: int = MAX_PER_IMG
+    max_candidates: int = MAX_CANDIDATES  # K0: masks computed for at most this many candidates
     kernel: str = "gaussian"  # Matrix NMS decay: "gaussian" | "linear"
     sigma: float = MATRIX_NMS_SIGMA
     # A candidate survives if its stride-4 mask covers more than min_area_factor * (its level's
@@ -116,22 +127,37 @@ class PostprocessConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-_SOLO_SCALES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))  # SOLO reference
-_LIGHT_SCALES = ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048))  # SOLOv2-light reference
+_SOLO_SCALES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))  # SOLO / SOLOv2 reference
+_LIGHT_SCALES = ((1, 56), (28, 112), (56, 224), (112, 448), (224, 896))  # SOLOv2-light reference
+
+
+def _solo(backbone: str) -> ModelConfig:
+    # SOLO: ResNet + FPN, 7 convs of 256 (SOLO paper Sec. 4; mmdetection solo_r50_fpn_1x_coco).
+    return ModelConfig(arch="solo", backbone=backbone, stacked_convs=7, scale_ranges=_SOLO_SCALES)
+
+
+def _solov2(backbone: str) -> ModelConfig:
+    # SOLOv2: 4 convs of 512, mask features 128 -> 256 (mmdetection solov2_r50_fpn_1x_coco:
+    # feat_channels=512, mask_feature_head feat_channels=128, out_channels=256).
+    return ModelConfig(arch="solov2", backbone=backbone, stacked_convs=4, head_channels=512,
+                       scale_ranges=_SOLO_SCALES, mask_channels=256, mask_feat_channels=128)
+
+
+def _solov2_light(backbone: str) -> ModelConfig:
+    # SOLOv2-light: 2 convs of 256, mask features 128 -> 128, smaller scale ranges
+    # (mmdetection solov2_light_r18/r34/r50_fpn_3x_coco).
+    return ModelConfig(arch="solov2", backbone=backbone, stacked_convs=2, head_channels=256,
+                       scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=128)
+
 
 PRESETS: dict[str, ModelConfig] = {
-    # SOLO: ResNet-50 + FPN, 7 convs of 256 (SOLO paper, Sec. 4 and solo_r50_fpn_8gpu_1x).
-    "solo-r50": ModelConfig(arch="solo", backbone="resnet50", stacked_convs=7, scale_ranges=_SOLO_SCALES),
-    # SOLOv2: 4 convs of 256, mask features 256 (solov2_r50_fpn_8gpu_1x).
-    "solov2-r50": ModelConfig(arch="solov2", backbone="resnet50", stacked_convs=4, scale_ranges=_SOLO_SCALES,
-                              mask_channels=256, mask_feat_channels=128),
-    # SOLOv2-light: 2 convs, smaller scale ranges, 128 mask channels (solov2_light_448_*_fpn_8gpu_3x).
-    "solov2-light-r18": ModelConfig(arch="solov2", backbone="resnet18", stacked_convs=2,
-                                    scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=64),
-    "solov2-light-r34": ModelConfig(arch="solov2", backbone="resnet34", stacked_convs=2,
-                                    scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=64),
-    "solov2-light-r50": ModelConfig(arch="solov2", backbone="resnet50", stacked_convs=2,
-                                    scale_ranges=_LIGHT_SCALES, mask_channels=128, mask_feat_channels=64),
+    "solo-r50": _solo("resnet50"),
+    "solo-r101": _solo("resnet101"),
+    "solov2-r50": _solov2("resnet50"),
+    "solov2-r101": _solov2("resnet101"),
+    "solov2-light-r18": _solov2_light("resnet18"),
+    "solov2-light-r34": _solov2_light("resnet34"),
+    "solov2-light-r50": _solov2_light("resnet50"),
     # Our CPU preset: SOLOv2-light R18 made narrow for a 2-core CPU at 256 px. The head towers
     # run on the S x S grids whatever the input size (shared/NOTES.md), so the grids shrink with
     # the input: 24/20/16/12/8 cells (10.7 px per cell on the finest grid at 256 px, vs 11.2 px
@@ -142,6 +168,22 @@ PRESETS: dict[str, ModelConfig] = {
                                   grids=(24, 20, 16, 12, 8),
                                   scale_ranges=((1, 32), (16, 64), (32, 128), (64, 256), (128, 2048))),
 }
+
+
+# mmdetection's test-time resize of the reference presets: keep-ratio into (long side, short side)
+# (solo_r50_fpn / solov2_r50_fpn: scale=(1333, 800); solov2-light_*: scale=(448, 768)). Models
+# imported from these configs carry it as their keep-ratio preprocessing spec.
+TEST_SCALES: dict[str, tuple[int, int]] = {
+    "solo-r50": (1333, 800), "solo-r101": (1333, 800), "solov2-r50": (1333, 800), "solov2-r101": (1333, 800),
+    "solov2-light-r18": (768, 448), "solov2-light-r34": (768, 448), "solov2-light-r50": (768, 448),
+}
+
+
+def reference_spec(preset: str) -> PreprocessSpec | None:
+    """mmdetection's test preprocessing for a reference preset (keep-ratio), None for our own."""
+    from ..preprocess import PreprocessSpec
+
+    return PreprocessSpec.keep_ratio(scale=TEST_SCALES[preset]) if preset in TEST_SCALES else None
 
 
 def get_preset(name: str, num_classes: int | None = None) -> ModelConfig:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BadInputError
 from ..preprocess import DEFAULT_SPEC, Letterbox, PreprocessSpec, as_bgr_uint8
 from .sample import Sample
 
@@ -49,14 +50,11 @@ def resize_masks(masks: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _resize_image(image_bgr: np.ndarray, hw: tuple[int, int], scale: float) -> np.ndarray:
-    """The resize of ``PreprocessSpec.letterbox``: INTER_AREA to shrink, INTER_LINEAR to enlarge."""
-    import cv2
-
-    if image_bgr.shape[:2] == tuple(hw):
-        return image_bgr
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image_bgr, (int(hw[1]), int(hw[0])), interpolation=interp)
+def _fixed_size(spec: PreprocessSpec) -> PreprocessSpec:
+    # Training batches are one fixed size; keep-ratio inputs vary per image (imported models).
+    if spec.resize != "letterbox":
+        raise BadInputError(f"training transforms need a letterbox preprocessing spec, got {spec.resize!r}")
+    return spec
 
 
 def _place(spec: PreprocessSpec, image_bgr: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +72,7 @@ class EvalTransform:
     """Letterbox only. Keeps every instance (K unchanged), even ones that shrink to nothing."""
 
     def __init__(self, spec: PreprocessSpec = DEFAULT_SPEC) -> None:
-        self.spec = spec
+        self.spec = _fixed_size(spec)
 
     def __call__(self, sample: Sample) -> Transformed:
         image_rgb, lb = self.spec.letterbox(sample.image_bgr)
@@ -104,6 +102,7 @@ class TrainTransform:
     def __init__(self, spec: PreprocessSpec = DEFAULT_SPEC, hflip: float = 0.5,
                  scale_jitter: tuple[float, float] = (0.8, 1.25), photometric: bool = True,
                  min_pixels: int = 4, seed: int | None = None) -> None:
+        _fixed_size(spec)
         lo, hi = float(scale_jitter[0]), float(scale_jitter[1])
         if not 0 < lo <= hi:
             raise ValueError(f"scale_jitter must satisfy 0 < min <= max, got {scale_jitter}")
@@ -149,7 +148,7 @@ class TrainTransform:
         else:
             scale = lb0.scale * jitter
             rh, rw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-        image = _resize_image(image, (rh, rw), scale)
+        image = spec.resize_image(image, (rh, rw))
         masks = resize_masks(sample.masks, (rh, rw))
 
         ih, iw = spec.input_hw

@@ -71,6 +71,7 @@ __all__ = [
 
 ONNX_META_KEY = "solo_deploy"  # the key runtime.runners.onnx_meta reads
 INPUT_DESCRIPTION = "NHWC uint8 RGB letterboxed"
+INPUT_DESCRIPTION_KEEP_RATIO = "NHWC uint8 RGB resized keeping the aspect ratio (the graph pads to a multiple of 32)"
 MIN_OPSET = 13  # Resize-13 semantics and Split/Squeeze with tensor inputs; TensorRT 10 parses 9..24
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 DYNAMIC_MIN_SIDE = 64
@@ -239,9 +240,11 @@ def _cast_input_first(model: onnx.ModelProto, input_name: str) -> bool:
 
 
 def _set_io_shapes(model: onnx.ModelProto, input_name: str, names: list[str], sample_in: tuple[int, ...],
-                   sample_out: list[tuple[int, ...]], dynamic: bool) -> dict[str, list[Any]]:
+                   sample_out: list[tuple[int, ...]], dynamic: bool, padded: bool = False) -> dict[str, list[Any]]:
     """Declare readable input/output shapes: static numbers, or ``batch``/``height``/``width``
-    and ``height_div{s}`` for the mask features when dynamic. Returns them by name."""
+    and ``height_div{s}`` for the mask features when dynamic (``padded_height_div{s}`` when the
+    graph pads its input to a multiple of 32). Returns them by name."""
+    pre = "padded_" if padded else ""
     shapes: dict[str, list[Any]] = {}
     n, h, w, c = sample_in
     shapes[input_name] = ["batch", "height", "width", c] if dynamic else [n, h, w, c]
@@ -250,7 +253,7 @@ def _set_io_shapes(model: onnx.ModelProto, input_name: str, names: list[str], sa
             shapes[name] = list(shp)
         elif len(shp) == 4:  # mask features (N, E, H/s, W/s)
             s = h // shp[2]
-            shapes[name] = ["batch", shp[1], f"height_div{s}", f"width_div{s}"]
+            shapes[name] = ["batch", shp[1], f"{pre}height_div{s}", f"{pre}width_div{s}"]
         else:
             shapes[name] = ["batch", *shp[1:]]
     for vi in list(model.graph.input) + list(model.graph.output):
@@ -411,6 +414,10 @@ def export_onnx(model_path: str | Path, output: str | Path, imgsz: tuple[int, in
     spec = meta.preprocess.with_size(tuple(imgsz) if imgsz is not None else None)
     meta = dataclasses.replace(meta, preprocess=spec)
     h, w = spec.input_hw
+    if spec.pads_in_graph and not dynamic:
+        # keep-ratio models take each image at its own resized size: height and width must vary.
+        log.info("keep-ratio preprocessing: exporting with dynamic batch, height and width")
+        dynamic = True
     if dynamic and min(h, w) < DYNAMIC_MIN_SIDE:
         raise BadInputError(f"dynamic export needs an input size of at least {DYNAMIC_MIN_SIDE}x{DYNAMIC_MIN_SIDE}, "
                             f"got {h}x{w}")
@@ -426,7 +433,8 @@ def export_onnx(model_path: str | Path, output: str | Path, imgsz: tuple[int, in
         full = _torch_export(module, sample, INPUT_NAME, names, opset, dynamic, half, Path(tmp))
     if _cast_input_first(full, INPUT_NAME):
         log.debug("moved the uint8 input's Cast before its Transpose (TensorRT takes uint8 only into a Cast)")
-    io_shapes = _set_io_shapes(full, INPUT_NAME, names, tuple(sample.shape), sample_out, dynamic)
+    io_shapes = _set_io_shapes(full, INPUT_NAME, names, tuple(sample.shape), sample_out, dynamic,
+                               padded=spec.pads_in_graph)
     # Check, infer and simplify a weight-free skeleton: serialising the weights for every
     # checker/inference/onnxslim pass costs seconds per pass on ResNet-50 models.
     model, weights = strip_weights(full)
@@ -438,8 +446,10 @@ def export_onnx(model_path: str | Path, output: str | Path, imgsz: tuple[int, in
     strides = {name: h // shp[2] for name, shp in zip(names, sample_out) if len(shp) == 4}
     export_info: dict[str, Any] = {
         "format": "onnx",
-        "input": {"name": INPUT_NAME, "description": INPUT_DESCRIPTION, "layout": "NHWC", "dtype": "uint8",
-                  "channel_order": "RGB", "letterboxed": True, "size_hw": [h, w], "shape": io_shapes[INPUT_NAME]},
+        "input": {"name": INPUT_NAME,
+                  "description": INPUT_DESCRIPTION_KEEP_RATIO if spec.pads_in_graph else INPUT_DESCRIPTION,
+                  "layout": "NHWC", "dtype": "uint8", "channel_order": "RGB", "letterboxed": not spec.pads_in_graph,
+                  "padded_in_graph": spec.pads_in_graph, "size_hw": [h, w], "shape": io_shapes[INPUT_NAME]},
         "outputs": {name: io_shapes[name] for name in names},
         "mask_feat_strides": strides,
         "batch": None if dynamic else batch,

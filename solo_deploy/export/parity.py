@@ -224,7 +224,9 @@ def compare_instances(meta: ModelMeta, reference: Sequence[np.ndarray], test: Se
             else:
                 unmatched_ref_scores.append(float(rd.scores[i]))
         unmatched_test_scores = [float(s) for s in td.scores[~used]]
-        borderline = sum(s < border for s in unmatched_ref_scores + unmatched_test_scores)
+        # A full list (max_per_img instances) has a cut of its own: the last kept score.
+        cut = max([border] + [float(d.scores.min()) + score_margin for d in (rd, td) if len(d) >= post.max_per_img])
+        borderline = sum(s < cut for s in unmatched_ref_scores + unmatched_test_scores)
         hard_misses = len(unmatched_ref_scores) + len(unmatched_test_scores) - borderline
         out.append(InstanceAgreement(
             ref_count=len(rd), test_count=len(td), matched=matched,

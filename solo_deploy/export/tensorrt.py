@@ -127,32 +127,41 @@ Shape = tuple[int, int, int, int]
 def resolve_profile(input_shape: Sequence[int | str | None], default_hw: tuple[int, int],
                     min_shape: Sequence[int] | None = None, opt_shape: Sequence[int] | None = None,
                     max_shape: Sequence[int] | None = None,
-                    max_batch: int = DEFAULT_MAX_BATCH) -> tuple[Shape, Shape, Shape]:
+                    max_batch: int = DEFAULT_MAX_BATCH,
+                    keep_ratio_scale: Sequence[int] | None = None) -> tuple[Shape, Shape, Shape]:
     """Optimisation profile (min, opt, max) for the NHWC uint8 input.
 
     ``input_shape``: the ONNX input dims (ints for static, names/None/-1 for dynamic). Missing
     shapes default to batch 1..``max_batch`` (opt 1) and the model's input size.
+    ``keep_ratio_scale`` (long, short): the model resizes keeping the ratio and its graph pads,
+    so H and W may be any size: the defaults then span 32 to the long side in both H and W
+    (portrait and landscape images), optimised for a landscape image of ``short x long``.
     """
     dims = [d if isinstance(d, int) and d > 0 else None for d in input_shape]
     if len(dims) != 4:
         raise BadInputError(f"expected a 4-D NHWC input, got shape {list(input_shape)}")
     h, w = default_hw
+    sides: dict[str, tuple[int, int]] = {"min": (h, w), "opt": (h, w), "max": (h, w)}
+    if keep_ratio_scale is not None:
+        long, short = max(keep_ratio_scale), min(keep_ratio_scale)
+        sides = {"min": (32, 32), "opt": (short, long), "max": (long, long)}
 
-    def fill(shape: Sequence[int] | None, batch: int) -> Shape:
+    def fill(shape: Sequence[int] | None, batch: int, which: str) -> Shape:
         if shape is not None:
             shape = tuple(int(v) for v in shape)
             if len(shape) != 4:
                 raise BadInputError(f"profile shapes are N,H,W,3; got {list(shape)}")
             return shape  # type: ignore[return-value]
-        return (dims[0] or batch, dims[1] or h, dims[2] or w, dims[3] or 3)
+        sh, sw = sides[which]
+        return (dims[0] or batch, dims[1] or sh, dims[2] or sw, dims[3] or 3)
 
-    lo, opt, hi = fill(min_shape, 1), fill(opt_shape, 1), fill(max_shape, max_batch)
+    lo, opt, hi = fill(min_shape, 1, "min"), fill(opt_shape, 1, "opt"), fill(max_shape, max_batch, "max")
     for name, shp in (("min", lo), ("opt", opt), ("max", hi)):
         for axis, (want, got) in enumerate(zip(dims, shp)):
             if want is not None and want != got:
                 raise BadInputError(f"{name} shape {list(shp)} conflicts with the ONNX input's static dim "
                                     f"{axis} = {want}")
-        if shp[1] % 32 or shp[2] % 32 or shp[1] <= 0 or shp[2] <= 0:
+        if shp[1] <= 0 or shp[2] <= 0 or (keep_ratio_scale is None and (shp[1] % 32 or shp[2] % 32)):
             raise BadInputError(f"{name} shape {list(shp)}: H and W must be positive multiples of 32")
     if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
         raise BadInputError(f"profile shapes must satisfy min <= opt <= max: {list(lo)}, {list(opt)}, {list(hi)}")
@@ -250,7 +259,8 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
         raise BadInputError(f"{onnx_path} has no input named {INPUT_NAME!r}")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
     default_hw = tuple(meta_dict["preprocess"]["input_hw"])
-    profile = resolve_profile(dims, default_hw, min_shape, opt_shape, max_shape, max_batch)
+    keep_ratio = meta_dict["preprocess"].get("scale") if meta_dict["preprocess"].get("resize") == "keep-ratio" else None
+    profile = resolve_profile(dims, default_hw, min_shape, opt_shape, max_shape, max_batch, keep_ratio_scale=keep_ratio)
 
     logger = _trt_logger(trt)
     builder = trt.Builder(logger)

@@ -12,7 +12,8 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from ..errors import BadInputError
 
-_RESNETS = {"resnet18": (resnet.resnet18, 64), "resnet34": (resnet.resnet34, 64), "resnet50": (resnet.resnet50, 256)}
+_RESNETS = {"resnet18": (resnet.resnet18, 64), "resnet34": (resnet.resnet34, 64), "resnet50": (resnet.resnet50, 256),
+            "resnet101": (resnet.resnet101, 256)}
 
 
 class BackboneFPN(nn.Module):

@@ -1,7 +1,8 @@
 """The deployment wrapper: what every exported graph and the PyTorch runner compute.
 
-uint8 RGB (N, H, W, 3) letterboxed batch -> cast, normalise, NHWC->NCHW (in-graph: cheap on a
-GPU and four times fewer bytes to copy in) -> network -> shared sigmoid/point-NMS decode ->
+uint8 RGB (N, H, W, 3) letterboxed (keep-ratio models: resized, unpadded) batch -> cast,
+normalise, NHWC->NCHW (in-graph: cheap on a GPU and four times fewer bytes to copy in) -> pad to
+a multiple of 32 (keep-ratio models only) -> network -> shared sigmoid/point-NMS decode ->
 fixed-size named outputs:
 
 - ``scores``  float32 (N, cells, C): category probabilities, non-peak cells zeroed;
@@ -40,11 +41,19 @@ class DeployWrapper(nn.Module):
         self.register_buffer("norm_zero", torch.zeros(3), persistent=False)
         # var + eps == 1 in float32; eps stays positive (CUDA's batch_norm rejects 0).
         self.register_buffer("norm_var", torch.full((3,), 1.0 - _NORM_EPS), persistent=False)
+        # keep-ratio specs: the input is the resized image; it is padded here, after normalising,
+        # to a multiple of size_divisor (mmdetection's order: the padding is the mean colour).
+        self.pad_divisor = spec.size_divisor if spec.pads_in_graph else 0
+        self.pad_value = float(spec.pad_value)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(self.norm_scale.dtype)
         x = nn.functional.batch_norm(x, self.norm_zero, self.norm_var, self.norm_scale, self.norm_shift,
                                      training=False, eps=_NORM_EPS)
+        if self.pad_divisor:
+            d = self.pad_divisor
+            h, w = x.shape[-2], x.shape[-1]
+            x = nn.functional.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d), value=self.pad_value)
         out = self.net(x)
         scores, kernels = self.decode(out.cate, out.kernel)
         return (scores, kernels, *out.mask_feat)

@@ -13,15 +13,21 @@ Inputs are the network outputs after the shared decode step (done by the model c
 * ``mask_feats``: L arrays (N, E, h_l, w_l). L == 1 for SOLOv2 (one stride-4 map shared by every
   cell); L == num_levels for SOLO (cells of level l use map l, upsampled to stride 4).
 
-Per image (SOLOv2 reference test procedure, vectorised, with fixed budgets):
+Per image (the mmdetection SOLO / SOLOv2 test procedure, vectorised, with bounded memory):
 
-1. candidates (cell, class) with score > ``score_thr``, at most ``nms_pre`` of them (the top
-   scores). The cap comes BEFORE any mask is computed, so the mask work of one image is bounded
-   by ``nms_pre`` x E x (h4 x w4) whatever the network outputs;
-2. soft masks = sigmoid(kernels @ features) at stride 4;
+1. candidates (cell, class) with score > ``score_thr``; at most ``max_candidates`` (K0) of them,
+   the top category scores. The reference has no such cap; its results are ours exactly
+   whenever an image has at most K0 candidates (3840 by default, TensorRT's largest TopK);
+2. masks at stride 4: SOLOv2 ``sigmoid(kernels @ features)``; SOLO ``sigmoid`` at each level's
+   resolution, then bilinear upsampling of the probabilities (the reference's order);
 3. binary = soft > ``mask_thr``; keep candidates whose mask area is larger than their cell's stride;
 4. score *= maskness (mean soft value inside the binary mask);
-5. sort, Matrix NMS (same class only), keep decayed score >= ``update_thr``, top ``max_per_img``.
+5. sort, keep the top ``nms_pre``, Matrix NMS (same class only), keep decayed score >=
+   ``update_thr``, top ``max_per_img``.
+
+Steps 2-4 run in chunks of candidates, so memory stays bounded (``_MASK_CHUNK_ELEMS``) whatever
+the image size; when the masks of all candidates do not fit in one chunk, only the ``nms_pre``
+kept in step 5 are computed a second time.
 
 The only Python loops are over images, over the (<= 5) SOLO feature levels, over the classes
 present in the CPU Matrix NMS, and over paste groups in :func:`masks_to_image`; never over
@@ -67,6 +73,8 @@ __all__ = [
 _LOGIT_CLIP = 30.0
 # Floats in one masks_to_image temporary (256 MiB of float32): bounds memory on large images.
 _IMAGE_CHUNK_ELEMS = 1 << 26
+# Floats of candidate masks computed at once in postprocess_single (64 MiB of float32).
+_MASK_CHUNK_ELEMS = 1 << 24
 _PASTE_GROUP = 16  # instances pasted per group in masks_to_image (one window size per group)
 
 
@@ -388,37 +396,67 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _mask_logits_one_map(xp: Any, kern: Array, feat: Array, out_hw: tuple[int, int]) -> Array:
-    """kern (M, E) x feat (E, h, w) -> mask logits (M, H4, W4) float32."""
-    e, h, w = feat.shape
-    logits = kern @ xp.reshape(feat, (e, h * w))
-    logits = xp.reshape(logits, (kern.shape[0], h, w))
-    # Logits (not probabilities) are resized, as the SOLO reference upsamples before the sigmoid.
-    return resize_bilinear(logits, out_hw)
+def _mask_values(xp: Any, kern: Array, feat_index: Array, mask_feats: Sequence[Array], out_hw: tuple[int, int],
+                 probs: bool) -> Array:
+    """Masks of M candidates at stride 4, flattened: (M, P) float32, P = out_h * out_w.
 
-
-def _mask_stats(xp: Any, logits: Array, inside: Array) -> tuple[Array, Array]:
-    """Mask areas and maskness (mean sigmoid inside each mask), both float32 (M,).
-
-    ``logits`` (M, P) float32, ``inside`` (M, P) bool (logits above the mask threshold).
+    ``kern`` (M, E) kernels, ``feat_index`` (M,) int64 the feature map each one uses. SOLOv2
+    (``probs`` False): logits, from the one stride-4 map. SOLO (``probs`` True): probabilities;
+    like the reference, the sigmoid runs at each level's resolution and the probabilities are
+    upsampled to stride 4 (upsampling logits first moves the 0.5 contour).
     """
-    if is_numpy_array(logits):
+    m = int(kern.shape[0])
+    if len(mask_feats) == 1:
+        feat = xp.astype(mask_feats[0], xp.float32, copy=False)
+        e, h, w = feat.shape
+        vals = xp.reshape(kern @ xp.reshape(feat, (e, h * w)), (m, h, w))
+        vals = _sigmoid(xp, vals) if probs else vals
+        return xp.reshape(resize_bilinear(vals, out_hw), (m, -1))
+    out = xp.empty((m, out_hw[0] * out_hw[1]), dtype=xp.float32, device=array_device(kern))
+    for lvl, feat in enumerate(mask_feats):
+        (sel,) = xp.nonzero(feat_index == lvl)
+        if int(sel.shape[0]) == 0:
+            continue
+        feat = xp.astype(feat, xp.float32, copy=False)
+        e, h, w = feat.shape
+        k = int(sel.shape[0])
+        vals = xp.reshape(xp.take(kern, sel, axis=0) @ xp.reshape(feat, (e, h * w)), (k, h, w))
+        vals = _sigmoid(xp, vals) if probs else vals
+        # Candidates come in cell order, so one level's rows are one contiguous block.
+        lo = int(sel[0])
+        out[lo : lo + k, ...] = xp.reshape(resize_bilinear(vals, out_hw), (k, -1))
+    return out
+
+
+def _cat(xp: Any, parts: list[Array]) -> Array:
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def _mask_stats(xp: Any, vals: Array, inside: Array, probs: bool) -> tuple[Array, Array]:
+    """Mask areas and maskness (mean probability inside each mask), both float32 (M,).
+
+    ``vals`` (M, P) float32 logits (``probs`` False) or probabilities, ``inside`` (M, P) bool.
+    """
+    if is_numpy_array(vals):
         # numpy: the sigmoid runs on the mask pixels only (np.extract keeps row order) and
         # np.add.reduceat sums each row's run. A dense sigmoid over all M x P logits made four
         # (M, P) float temporaries: 15 vs 6 ms at 500 candidates of 64 x 64 on this project's
         # CPU. The array API has no segment sum, so the other namespaces take the dense path.
         counts = inside.view(np.uint8).sum(axis=1, dtype=np.int64)  # 2x faster than count_nonzero
-        vals = _sigmoid(np, np.extract(inside, logits))
+        vals_in = np.extract(inside, vals)
+        if not probs:
+            vals_in = _sigmoid(np, vals_in)
         sums = np.zeros(counts.shape, np.float64)
         rows = counts > 0
-        if vals.size:
+        if vals_in.size:
             starts = np.cumsum(counts) - counts
-            sums[rows] = np.add.reduceat(vals, starts[rows], dtype=np.float64)
+            sums[rows] = np.add.reduceat(vals_in, starts[rows], dtype=np.float64)
         area = counts.astype(np.float32)
         return area, (sums / np.maximum(counts, 1)).astype(np.float32)
     binary = xp.astype(inside, xp.float32)
     area = xp.sum(binary, axis=1)
-    return area, xp.vecdot(_sigmoid(xp, logits), binary) / xp.maximum(area, 1.0)
+    soft = vals if probs else _sigmoid(xp, vals)
+    return area, xp.vecdot(soft, binary) / xp.maximum(area, 1.0)
 
 
 def _empty(xp: Any, dev: Any, out_hw: tuple[int, int]) -> Detections:
@@ -449,68 +487,79 @@ def postprocess_single(
     flat = xp.reshape(xp.astype(scores, xp.float32, copy=False), (-1,))
     kernels = xp.astype(kernels, xp.float32, copy=False)
 
-    # 1. Candidates (cell, class) above score_thr; the nms_pre cap bounds all the mask work below.
+    # 1. Candidates (cell, class) above score_thr; at most max_candidates (K0) of them, by
+    # category score, bound the mask work below. Back in cell order (SOLO's levels are then
+    # contiguous, and ties break as the reference's nonzero() order does).
     (cand,) = xp.nonzero(flat > cfg.score_thr)
-    cand_scores = xp.take(flat, cand)
-    if int(cand.shape[0]) > cfg.nms_pre:
-        top = xp.argsort(cand_scores, descending=True, stable=True)[: cfg.nms_pre]
-        cand, cand_scores = xp.take(cand, top), xp.take(cand_scores, top)
-    if int(cand.shape[0]) == 0:
+    if int(cand.shape[0]) > cfg.max_candidates:
+        top = xp.argsort(xp.take(flat, cand), descending=True, stable=True)[: cfg.max_candidates]
+        cand = xp.sort(xp.take(cand, top))
+    m = int(cand.shape[0])
+    if m == 0:
         return _empty(xp, dev, out_hw)
+    cand_scores = xp.take(flat, cand)
     cell = cand // num_classes
     labels = xp.astype(cand % num_classes, xp.int64)
+    kern = xp.take(kernels, cell, axis=0)
+    feat_index = xp.take(_as_xp(xp, cells.feat_index, xp.int64, dev), cell)
+    probs = len(mask_feats) > 1  # SOLO: probabilities (sigmoid before the upsampling)
+    thr = float(cfg.mask_thr) if probs else _logit(float(cfg.mask_thr))
 
-    # 2. Mask logits at stride 4: one matrix product per feature map.
-    if len(mask_feats) == 1:
-        feat = xp.astype(mask_feats[0], xp.float32, copy=False)
-        logits = _mask_logits_one_map(xp, xp.take(kernels, cell, axis=0), feat, out_hw)
-    else:
-        # SOLO: group candidates by level; the candidates are re-ordered level by level, which
-        # is harmless as everything below is sorted by score (stable, so still deterministic).
-        feat_of_cand = xp.take(_as_xp(xp, cells.feat_index, xp.int64, dev), cell)
-        parts, perms = [], []
-        for lvl, feat in enumerate(mask_feats):
-            (sel,) = xp.nonzero(feat_of_cand == lvl)
-            if int(sel.shape[0]) == 0:
-                continue
-            kern = xp.take(kernels, xp.take(cell, sel), axis=0)
-            parts.append(_mask_logits_one_map(xp, kern, xp.astype(feat, xp.float32, copy=False), out_hw))
-            perms.append(sel)
-        perm = xp.concat(perms)
-        logits = xp.concat(parts, axis=0)
-        cell, labels, cand_scores = xp.take(cell, perm), xp.take(labels, perm), xp.take(cand_scores, perm)
-
-    # 3. Binary masks (sigmoid > mask_thr, tested on the logits: the sigmoid is monotonic); drop
-    # empty masks and those not larger than min_area_factor x their cell's stride.
-    m = int(logits.shape[0])
-    flat_logits = xp.reshape(logits, (m, -1))
-    inside = flat_logits > _logit(float(cfg.mask_thr))  # bool (m, P): the NMS gathers these
+    # 2-4. Masks at stride 4 (logits, or SOLO's probabilities), binary = above mask_thr, mask
+    # area and maskness (mean probability inside the mask), in chunks of at most _MASK_CHUNK_ELEMS
+    # floats. The masks are kept when they are all needed or all fit in one chunk; otherwise only
+    # the nms_pre kept after rescoring are computed again below.
+    p = out_hw[0] * out_hw[1]
+    chunk = max(1, _MASK_CHUNK_ELEMS // max(1, p))
+    keep_vals = m <= cfg.nms_pre or m <= chunk
+    areas, maskness, vals_parts, inside_parts = [], [], [], []
+    for start in range(0, m, chunk):
+        stop = min(m, start + chunk)
+        vals = _mask_values(xp, kern[start:stop, ...], feat_index[start:stop], mask_feats, out_hw, probs)
+        inside = vals > thr
+        area, mk = _mask_stats(xp, vals, inside, probs)
+        areas.append(area)
+        maskness.append(mk)
+        if keep_vals:
+            vals_parts.append(vals)
+            inside_parts.append(inside)
+    sum_masks = _cat(xp, areas)
+    maskness = _cat(xp, maskness)
+    # Drop empty masks and those not larger than min_area_factor x their cell's stride.
     cell_stride = xp.take(_as_xp(xp, cells.stride, xp.float32, dev), cell)
-    # 4. Maskness: mean soft value inside the binary mask (computed for all, used for the kept).
-    sum_masks, maskness = _mask_stats(xp, flat_logits, inside)
     (keep,) = xp.nonzero((sum_masks > cell_stride * float(cfg.min_area_factor)) & (sum_masks > 0))
     if int(keep.shape[0]) == 0:
         return _empty(xp, dev, out_hw)
     rescored = xp.take(cand_scores * maskness, keep)
 
-    # 5. Sort, cap at nms_pre, Matrix NMS, update_thr, top max_per_img. `idx` indexes candidates,
-    # so the big mask arrays are gathered only twice (for the IoU matmul and for the output).
+    # 5. Sort by rescored score, cap at nms_pre, Matrix NMS, update_thr, top max_per_img.
+    # `rows` maps this sorted order to rows of `vals`, so the big arrays are gathered only for
+    # the IoUs and for the output.
     order = xp.argsort(rescored, descending=True, stable=True)[: cfg.nms_pre]
     idx = xp.take(keep, order)
     sorted_scores = xp.take(rescored, order)
     sorted_labels = xp.take(labels, idx)
+    sorted_areas = xp.take(sum_masks, idx)
+    if keep_vals:
+        vals, inside, rows = _cat(xp, vals_parts), _cat(xp, inside_parts), idx
+    else:
+        by_cell = xp.argsort(idx)  # computed in cell order (SOLO levels contiguous), used by rank
+        again = xp.take(idx, by_cell)
+        vals = _mask_values(xp, xp.take(kern, again, axis=0), xp.take(feat_index, again), mask_feats, out_hw, probs)
+        inside, rows = vals > thr, xp.argsort(by_cell)
     decayed = _matrix_nms_sorted(
-        xp, inside, idx, sorted_labels, sorted_scores, xp.take(sum_masks, idx), cfg.kernel, float(cfg.sigma),
+        xp, inside, rows, sorted_labels, sorted_scores, sorted_areas, cfg.kernel, float(cfg.sigma),
     )
     (survive,) = xp.nonzero(decayed >= cfg.update_thr)
     if int(survive.shape[0]) == 0:
         return _empty(xp, dev, out_hw)
     decayed = xp.take(decayed, survive)
     final = xp.argsort(decayed, descending=True, stable=True)[: cfg.max_per_img]
-    idx = xp.take(xp.take(idx, survive), final)
+    pick = xp.take(xp.take(rows, survive), final)
+    soft = xp.take(vals, pick, axis=0)
     return Detections(
-        soft_masks=_sigmoid(xp, xp.take(logits, idx, axis=0)),  # for the kept instances only
-        labels=xp.take(labels, idx),
+        soft_masks=xp.reshape(soft if probs else _sigmoid(xp, soft), (int(pick.shape[0]), *out_hw)),
+        labels=xp.take(sorted_labels, xp.take(survive, final)),
         scores=xp.take(decayed, final),
     )
 

@@ -50,9 +50,7 @@ class Predictor:
         return self.meta.class_names
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
-        spec = self.meta.preprocess
-        boxes = [spec.letterbox(im) for im in images]
-        return np.stack([b[0] for b in boxes]), [b[1] for b in boxes]
+        return self.meta.preprocess.batch(images)
 
     def predict(self, image: np.ndarray | str | Path, conf: float | None = None) -> Instances:
         """One BGR image (array or path) -> ``Instances`` with scores >= conf."""
@@ -61,6 +59,18 @@ class Predictor:
         return self.predict_batch([image], conf=conf)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], conf: float | None = None) -> list[Instances]:
+        """BGR images -> ``Instances`` each. Images whose graph inputs differ in size (keep-ratio
+        models) run in separate groups, so each image's result is what it gives alone."""
+        spec = self.meta.preprocess
+        if spec.pads_in_graph and len(images) > 1:
+            sizes = [spec.plan(as_bgr_uint8(im).shape[:2]).resized_hw for im in images]
+            if len(set(sizes)) > 1:
+                out: list[Instances | None] = [None] * len(images)
+                for size in dict.fromkeys(sizes):
+                    idx = [i for i, s in enumerate(sizes) if s == size]
+                    for i, inst in zip(idx, self.predict_batch([images[i] for i in idx], conf)):
+                        out[i] = inst
+                return out  # type: ignore[return-value]
         batch, letterboxes = self.preprocess(images)
         scores, kernels, feats = self.runner(batch)
         return self.finish(scores, kernels, feats, letterboxes, conf)

@@ -17,7 +17,7 @@ def tiny_preset(preset: str, num_classes: int = 4):
 
 
 def save_tiny(path: Path, preset: str, input_hw: tuple[int, int] = (64, 64), lively: bool = True,
-              seed: int = 0) -> Path:
+              seed: int = 0, spec=None) -> Path:
     """Save a tiny model file. ``lively``: head weights scaled so random images give a few dozen
     confident instances with non-trivial masks (fresh SOLO init predicts nothing), which makes
     the post-processing parity comparison meaningful."""
@@ -42,7 +42,8 @@ def save_tiny(path: Path, preset: str, input_hw: tuple[int, int] = (64, 64), liv
                     p.normal_(0, 0.3, generator=g)
                 elif name.startswith("mask_weight"):
                     p.normal_(0, 1.5, generator=g)
-    meta = ModelMeta(model=cfg, preprocess=PreprocessSpec(input_hw=input_hw), class_names=CLASS_NAMES, preset=preset)
+    spec = spec if spec is not None else PreprocessSpec(input_hw=input_hw)
+    meta = ModelMeta(model=cfg, preprocess=spec, class_names=CLASS_NAMES, preset=preset)
     return save_model_file(path, net.state_dict(), meta)
 
 

@@ -202,3 +202,26 @@ def test_build_fp16_engine_from_fp16_onnx(gpu_exports):
     got = runner(images)
     want = ort_outputs(fp16, images)
     assert np.abs(want[0] - got[0].float().cpu().numpy()).max() <= 2e-2 * np.abs(want[0]).max()
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_keep_ratio_engine_runs_portrait_and_landscape(tmp_path):
+    """A keep-ratio model: dynamic H and W, the graph pads; one engine serves both orientations."""
+    from solo_deploy.export.onnx_export import export_onnx
+    from solo_deploy.export.parity import ort_outputs
+    from solo_deploy.preprocess import PreprocessSpec
+
+    model = save_tiny(tmp_path / "kr.safetensors", "solov2-light-r18", spec=PreprocessSpec.keep_ratio(scale=(96, 64)))
+    onnx_path = export_onnx(model, tmp_path / "kr.onnx").path
+    built = build_engine(onnx_path, tmp_path / "kr.engine", max_batch=2)
+    assert built.profile[0][1:3] == (32, 32) and built.profile[2][1:3] == (96, 96)
+    runner = TensorRTRunner(built.path, "cuda")
+    rng = np.random.default_rng(0)
+    for hw in [(64, 85), (85, 64), (96, 96), (40, 33)]:
+        images = rng.integers(0, 256, (2, *hw, 3), dtype=np.uint8)
+        got = runner(images)
+        want = ort_outputs(onnx_path, images)
+        for a, b in zip(want, [got[0], got[1], *got[2]]):
+            b = b.float().cpu().numpy()
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1e-3 * max(1.0, np.abs(a).max())

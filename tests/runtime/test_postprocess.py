@@ -67,17 +67,16 @@ def reference_postprocess(scores, kernels, feats, grids, strides, cfg, input_hw)
     level_of = [lvl for lvl, g in enumerate(grids) for _ in range(g * g)]
     cands = [(float(scores[c, k]), c, k) for c in range(scores.shape[0]) for k in range(scores.shape[1])
              if scores[c, k] > cfg.score_thr]
-    cands = sorted(cands, key=lambda t: -t[0])[: cfg.nms_pre]
+    cands = sorted(cands, key=lambda t: -t[0])[: cfg.max_candidates]
     kept = []
     for score, c, k in cands:
         lvl = level_of[c]
         feat = feats[lvl if len(feats) > 1 else 0]
         logit = np.tensordot(kernels[c], feat, axes=1)
-        if logit.shape != out_hw:
-            logit = F.interpolate(_t(logit)[None, None], size=out_hw, mode="bilinear", align_corners=False)[
-                0, 0
-            ].numpy()
         soft = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
+        if soft.shape != out_hw:  # SOLO: the sigmoid, then the upsampling (mmdetection's order)
+            soft = F.interpolate(torch.from_numpy(soft)[None, None], size=out_hw, mode="bilinear",
+                                 align_corners=False)[0, 0].numpy()
         binary = soft > cfg.mask_thr
         area = binary.sum()
         if area == 0 or area <= strides[lvl] * cfg.min_area_factor:
@@ -131,6 +130,29 @@ def test_matches_bruteforce_reference(solo: bool, seed: int) -> None:
         np.testing.assert_allclose(det.scores, sc, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(det.soft_masks, soft, atol=1e-6)
         assert det.soft_masks.dtype == np.float32 and det.labels.dtype == np.int64 and det.scores.dtype == np.float32
+
+
+@pytest.mark.parametrize("solo", [False, True], ids=["solov2", "solo"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_chunked_masks_and_candidate_cap_match_bruteforce(solo: bool, backend: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of 3 candidates' masks: more candidates than nms_pre, so the kept masks are computed
+    # a second time; and a K0 cap below the number of candidates.
+    from solo_deploy.runtime import postprocess as pp
+
+    monkeypatch.setattr(pp, "_MASK_CHUNK_ELEMS", 3 * 16 * 16)
+    grids, strides = (6, 4, 3), (8, 16, 32)
+    scores, kernels, feats = random_outputs(3, grids=grids, solo=solo)
+    cells = cell_info(grids, strides, len(feats))
+    conv = _t if backend == "torch" else (lambda a: a)
+    n_cand = int((scores > 0.1).sum())
+    for cfg in (CFG, replace(CFG, max_candidates=n_cand // 2), replace(CFG, nms_pre=n_cand, max_candidates=n_cand)):
+        det = _det_np(postprocess_single(conv(scores), conv(kernels), [conv(f) for f in feats], cells, cfg, (64, 64)))
+        soft, labels, sc = reference_postprocess(scores, kernels, feats, grids, strides, cfg, (64, 64))
+        assert len(det) == len(labels) > 3
+        np.testing.assert_array_equal(det.labels, labels)
+        np.testing.assert_allclose(det.scores, sc, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(det.soft_masks, soft, atol=1e-6)
 
 
 @pytest.mark.parametrize("solo", [False, True], ids=["solov2", "solo"])
@@ -231,11 +253,14 @@ def test_max_per_img_and_nms_pre_bound_the_result() -> None:
     cells = cell_info(GRIDS, STRIDES, 1)
     top2 = postprocess_single(scores, kernels, feats, cells, PostprocessConfig(max_per_img=2), (64, 64))
     assert top2.labels.tolist() == [1, 2]
-    # nms_pre caps candidates BEFORE masks exist: the top-scored one (tiny mask C) is the only one
-    # looked at, is dropped by the area rule, and nothing else gets a chance.
-    assert len(postprocess_single(scores, kernels, feats, cells, PostprocessConfig(nms_pre=1), (64, 64))) == 0
-    two = postprocess_single(scores, kernels, feats, cells, PostprocessConfig(nms_pre=2), (64, 64))
+    # max_candidates (K0) caps candidates BEFORE masks exist: the top-scored one (tiny mask C) is
+    # the only one looked at, is dropped by the area rule, and nothing else gets a chance.
+    assert len(postprocess_single(scores, kernels, feats, cells, PostprocessConfig(max_candidates=1), (64, 64))) == 0
+    two = postprocess_single(scores, kernels, feats, cells, PostprocessConfig(max_candidates=2), (64, 64))
     assert two.labels.tolist() == [1]
+    # nms_pre caps AFTER maskness rescoring (the reference's order): the best rescored instance wins.
+    one = postprocess_single(scores, kernels, feats, cells, PostprocessConfig(nms_pre=1), (64, 64))
+    assert one.labels.tolist() == [1] and len(one) == 1
     # Without the duplicate rule nothing decays below a low update_thr: the duplicate comes back.
     low = postprocess_single(scores, kernels, feats, cells, PostprocessConfig(update_thr=0.01), (64, 64))
     assert len(low) == 5 and low.labels.tolist()[-1] == 1

@@ -1,0 +1,50 @@
+"""Model files store float32 weights unless asked for float16 (issue #14)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from cli_helpers import assert_one_line_error, run_cli  # noqa: E402
+
+from solo_deploy.core.config import get_preset  # noqa: E402
+from solo_deploy.core.meta import ModelMeta  # noqa: E402
+from solo_deploy.errors import BadInputError  # noqa: E402
+from solo_deploy.model.modelfile import read_model, save_model_file  # noqa: E402
+from solo_deploy.preprocess import PreprocessSpec  # noqa: E402
+
+
+def _state():
+    torch.manual_seed(0)
+    return {"w": torch.randn(8, 8), "steps": torch.tensor(3)}
+
+
+def _meta():
+    return ModelMeta(model=get_preset("solov2-cpu-r18", 2), preprocess=PreprocessSpec(input_hw=(64, 64)),
+                     class_names=("a", "b"))
+
+
+def test_float32_by_default_float16_on_request(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    state = _state()
+    f32 = save_model_file(tmp_path / "f32.safetensors", state, _meta())
+    f16 = save_model_file(tmp_path / "f16.safetensors", state, _meta(), dtype="float16")
+    with safe_open(str(f32), framework="pt") as a, safe_open(str(f16), framework="pt") as b:
+        assert a.get_tensor("w").dtype == torch.float32 and b.get_tensor("w").dtype == torch.float16
+        assert a.get_tensor("steps").dtype == b.get_tensor("steps").dtype == torch.int64
+    assert torch.equal(read_model(f32)[0]["w"], state["w"])
+    assert not torch.equal(read_model(f16)[0]["w"], state["w"])  # rounded to half precision
+    with pytest.raises(BadInputError, match="float64"):
+        save_model_file(tmp_path / "x.safetensors", state, _meta(), dtype="float64")
+
+
+def test_train_refuses_a_bad_weight_dtype_before_training(tmp_path: Path) -> None:
+    recipe = tmp_path / "my recipe.yaml"
+    recipe.write_text("epochs: 1\nmodel_file_dtype: fp16\n")
+    proc = run_cli("train", "--recipe", recipe, "-o", tmp_path / "run", cwd=tmp_path)
+    assert_one_line_error(proc, 2, "model_file_dtype", "fp16")
+    assert not (tmp_path / "run").exists()
