@@ -82,6 +82,8 @@ class PreprocessSpec:
         if self.resize == "keep-ratio":
             if self.scale is None or len(self.scale) != 2 or min(self.scale) < 1:
                 raise BadInputError(f"keep-ratio resizing needs scale = (long side, short side), got {self.scale!r}")
+            # mmdetection accepts (w, h) or (h, w): the larger value always bounds the long side.
+            object.__setattr__(self, "scale", (int(max(self.scale)), int(min(self.scale))))
         elif self.scale is not None:
             raise BadInputError("scale applies to keep-ratio resizing only (letterbox uses input_hw)")
         if self.resize == "letterbox" and not (0 <= self.pad_value <= 255):

@@ -25,6 +25,9 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
     ds, gt, class_names, cat_ids = open_split(data, split, images)
     pred = Predictor(runner) if runner is not None else load(model, backend=backend, device=device)
     meta = pred.meta
+    if imgsz is not None and meta.preprocess.pads_in_graph:
+        raise BadInputError(f"--imgsz does not apply to {model}: it resizes each image keeping its ratio into "
+                            f"{meta.preprocess.scale[0]} x {meta.preprocess.scale[1]} (keep-ratio preprocessing)")
     if imgsz is not None and tuple(imgsz) != tuple(meta.preprocess.input_hw):
         if pred.runner.backend != "torch":
             raise BadInputError(f"--imgsz works with the torch backend; {pred.runner.backend} models have a fixed size "
@@ -40,9 +43,10 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
     n = len(ds)
     for start in range(0, n, batch):
         samples = [ds[i] for i in range(start, min(n, start + batch))]
-        imgs, lbs = pred.preprocess([s.image_bgr for s in samples])
-        scores, kernels, feats = pred.runner(imgs)
-        results += detections_to_results(meta, scores, kernels, feats, lbs, [s.image_id for s in samples], cat_ids)
+        for group in _same_size(meta.preprocess, samples):
+            imgs, lbs = pred.preprocess([s.image_bgr for s in group])
+            scores, kernels, feats = pred.runner(imgs)
+            results += detections_to_results(meta, scores, kernels, feats, lbs, [s.image_id for s in group], cat_ids)
         if progress:
             progress(min(n, start + batch), n)
     seconds = time.perf_counter() - t0
@@ -51,3 +55,14 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
                     "data": data, "split": split, "images": n, "seconds": round(seconds, 3),
                     "input_hw": list(meta.preprocess.input_hw)})
     return metrics
+
+
+def _same_size(spec, samples: list) -> list[list]:
+    """Samples grouped by graph input size (keep-ratio models), so that no image is padded for another
+    and each gets what it gets alone; one group for letterbox models."""
+    if not spec.pads_in_graph or len(samples) < 2:
+        return [samples]
+    groups: dict[tuple[int, int], list] = {}
+    for s in samples:
+        groups.setdefault(spec.plan(s.image_bgr.shape[:2]).resized_hw, []).append(s)
+    return list(groups.values())

@@ -79,7 +79,13 @@ def _inspect(path: Path, imgsz: tuple[int, int] | None) -> _ModelFile:
         fmt = "engine"
         precision = str(sidecar.get("engine", {}).get("precision", "fp32"))
         source = (sidecar["solo_deploy"].get("export") or {}).get("source_sha256")
-    input_hw = tuple(imgsz) if imgsz is not None else tuple(static_hw or meta.preprocess.input_hw)
+    if meta.preprocess.pads_in_graph and imgsz is None:
+        # keep-ratio models run each frame at its own resized size: the bench frames' size.
+        from .common import FRAME_HW
+
+        input_hw = tuple(meta.preprocess.plan(FRAME_HW).input_hw)
+    else:
+        input_hw = tuple(imgsz) if imgsz is not None else tuple(static_hw or meta.preprocess.input_hw)
     return _ModelFile(path=path, fmt=fmt, meta=meta, sha256=sha, source_sha256=source, precision=precision,
                       input_hw=(int(input_hw[0]), int(input_hw[1])), static_hw=static_hw)
 

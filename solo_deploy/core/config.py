@@ -119,6 +119,14 @@ class PostprocessConfig:
     # under ~11 px, so presets for small objects lower it.
     min_area_factor: float = MIN_AREA_FACTOR
 
+    def __post_init__(self) -> None:
+        for name in ("nms_pre", "max_per_img", "max_candidates"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadInputError(f"post-processing {name} must be a positive integer, got {value!r}")
+        if self.kernel not in ("gaussian", "linear"):
+            raise BadInputError(f"unknown Matrix NMS kernel {self.kernel!r}: expected 'gaussian' or 'linear'")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

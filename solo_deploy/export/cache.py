@@ -1,7 +1,8 @@
 """A cache of ONNX exports, keyed by the model file's content, for the runtime's ``auto`` backend.
 
 ``cached_onnx(model)`` returns ``<cache>/onnx/<sha256(model)[:16]>.onnx``, exporting it first
-(float32, static batch 1, the model's own input size, parity-checked) when it is missing,
+(float32, static batch 1, the model's own input size, parity-checked; keep-ratio models:
+dynamic, as their inputs vary) when it is missing,
 unreadable, or was written for another model or solo-deploy version. The cache root is
 ``$SOLO_DEPLOY_CACHE`` when set, else ``~/.cache/solo-deploy``; exports are written atomically,
 so concurrent processes at worst export twice and never read a partial file.

@@ -22,7 +22,8 @@ Nothing is written when any step fails.
 
 Dynamic export (``dynamic=True``): batch, H and W are dynamic; H and W must be multiples of 32
 and at least 64 (the traced CoordConv keeps its ``w - 1 >= 1`` branch, so 32-pixel sides would
-divide by zero at stride 32).
+divide by zero at stride 32). Keep-ratio models are always exported dynamic: their graph takes
+the resized image at any H, W >= 1 and pads it to a multiple of 32 itself.
 
 FP16 (``half=True``): traced from a half-precision copy of the network, which is what ran on
 ORT CPU in our notes (onnxconverter-common's float16 pass produced invalid graphs). The graph's

@@ -134,8 +134,9 @@ def resolve_profile(input_shape: Sequence[int | str | None], default_hw: tuple[i
     ``input_shape``: the ONNX input dims (ints for static, names/None/-1 for dynamic). Missing
     shapes default to batch 1..``max_batch`` (opt 1) and the model's input size.
     ``keep_ratio_scale`` (long, short): the model resizes keeping the ratio and its graph pads,
-    so H and W may be any size: the defaults then span 32 to the long side in both H and W
-    (portrait and landscape images), optimised for a landscape image of ``short x long``.
+    so H and W may be any size: the defaults then span 1 to the long side in both H and W
+    (portrait and landscape images, and the 1-pixel side of a very thin one), optimised for a
+    landscape image of ``short x long``.
     """
     dims = [d if isinstance(d, int) and d > 0 else None for d in input_shape]
     if len(dims) != 4:
@@ -144,7 +145,7 @@ def resolve_profile(input_shape: Sequence[int | str | None], default_hw: tuple[i
     sides: dict[str, tuple[int, int]] = {"min": (h, w), "opt": (h, w), "max": (h, w)}
     if keep_ratio_scale is not None:
         long, short = max(keep_ratio_scale), min(keep_ratio_scale)
-        sides = {"min": (32, 32), "opt": (short, long), "max": (long, long)}
+        sides = {"min": (1, 1), "opt": (short, long), "max": (long, long)}
 
     def fill(shape: Sequence[int] | None, batch: int, which: str) -> Shape:
         if shape is not None:

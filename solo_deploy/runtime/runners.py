@@ -1,6 +1,6 @@
 """One runner interface over every inference backend (PyTorch, ONNX Runtime, TensorRT, Triton).
 
-A runner takes a letterboxed uint8 RGB batch (N, H, W, 3) as numpy and returns the raw deploy
+A runner takes the preprocessed uint8 RGB batch (N, H, W, 3) as numpy and returns the raw deploy
 outputs ``(scores (N, cells, C), kernels (N, cells, E), [mask_feat, ...])`` as arrays of its
 device (numpy on the host; torch/CuPy arrays stay on the GPU for post-processing); see
 :class:`Runner` for the life cycle and the stages. Heavy dependencies load when a runner starts.

@@ -144,7 +144,7 @@ def test_tensorrt_profile_for_keep_ratio_models() -> None:
     from solo_deploy.export.tensorrt import resolve_profile
 
     lo, opt, hi = resolve_profile(["batch", "height", "width", 3], (800, 1344), keep_ratio_scale=(1333, 800))
-    assert lo == (1, 32, 32, 3) and opt == (1, 800, 1333, 3) and hi[1:] == (1333, 1333, 3)
+    assert lo == (1, 1, 1, 3) and opt == (1, 800, 1333, 3) and hi[1:] == (1333, 1333, 3)
     # Sizes that are not multiples of 32 are fine for a graph that pads; letterbox graphs refuse them.
     assert resolve_profile(["batch", "height", "width", 3], (800, 1344), opt_shape=(1, 750, 1000, 3),
                            keep_ratio_scale=(1333, 800))[1] == (1, 750, 1000, 3)
@@ -184,3 +184,41 @@ def test_reference_presets_carry_mmdetections_test_scale() -> None:
     assert reference_spec("solov2-light-r18").input_hw == (448, 768)
     assert reference_spec("solov2-cpu-r18") is None  # ours keeps the letterbox it was trained with
     assert {p for p in PRESETS if reference_spec(p) is None} == {"solov2-cpu-r18"}
+
+
+def test_scale_order_does_not_matter_and_post_config_is_checked() -> None:
+    from solo_deploy.core.config import PostprocessConfig
+
+    a = PreprocessSpec(resize="keep-ratio", scale=(800, 1333), input_hw=(800, 1344), interpolation="bilinear")
+    assert a.scale == (1333, 800) and a.plan((480, 640)).resized_hw == (800, 1067)
+    for bad in ({"max_candidates": 0}, {"nms_pre": -1}, {"max_per_img": 1.5}, {"kernel": "box"}):
+        with pytest.raises(BadInputError):
+            PostprocessConfig(**bad)
+
+
+def test_eval_groups_sizes_and_refuses_imgsz(keep_ratio_model: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from solo_deploy.app.evaluate import _same_size
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from cli_helpers import assert_one_line_error, run_cli
+
+    samples = [SimpleNamespace(image_bgr=np.zeros(hw, np.uint8)) for hw in
+               [(150, 200, 3), (200, 150, 3), (151, 201, 3), (640, 480, 3)]]
+    groups = _same_size(SPEC, samples)
+    assert [len(g) for g in groups] == [2, 2]  # 150x200 and 151x201 both resize to 64x85
+    assert _same_size(PreprocessSpec(), samples) == [samples]  # letterbox: one size for all
+
+    data = tmp_path / "shapes"
+    assert run_cli("data", "synthetic", "-o", data, "--images", "4", "--imgsz", "64", "96",
+                   cwd=tmp_path).returncode == 0
+    one = run_cli("eval", keep_ratio_model, "--data", data, "--backend", "torch", "--json", tmp_path / "b1.json",
+                  cwd=tmp_path)
+    four = run_cli("eval", keep_ratio_model, "--data", data, "--backend", "torch", "--batch", "4",
+                   "--json", tmp_path / "b4.json", cwd=tmp_path)
+    assert one.returncode == 0 and four.returncode == 0, one.stderr + four.stderr
+    b1, b4 = (json.loads((tmp_path / f"b{n}.json").read_text()) for n in (1, 4))
+    assert b1["AP"] == pytest.approx(b4["AP"], abs=0.5)
+    assert_one_line_error(run_cli("eval", keep_ratio_model, "--data", data, "--imgsz", "64", "64", cwd=tmp_path), 2,
+                          "--imgsz does not apply")

@@ -215,10 +215,10 @@ def test_keep_ratio_engine_runs_portrait_and_landscape(tmp_path):
     model = save_tiny(tmp_path / "kr.safetensors", "solov2-light-r18", spec=PreprocessSpec.keep_ratio(scale=(96, 64)))
     onnx_path = export_onnx(model, tmp_path / "kr.onnx").path
     built = build_engine(onnx_path, tmp_path / "kr.engine", max_batch=2)
-    assert built.profile[0][1:3] == (32, 32) and built.profile[2][1:3] == (96, 96)
+    assert built.profile[0][1:3] == (1, 1) and built.profile[2][1:3] == (96, 96)
     runner = TensorRTRunner(built.path, "cuda")
     rng = np.random.default_rng(0)
-    for hw in [(64, 85), (85, 64), (96, 96), (40, 33)]:
+    for hw in [(64, 85), (85, 64), (96, 96), (40, 33), (1, 96)]:
         images = rng.integers(0, 256, (2, *hw, 3), dtype=np.uint8)
         got = runner(images)
         want = ort_outputs(onnx_path, images)

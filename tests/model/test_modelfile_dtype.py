@@ -8,13 +8,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from cli_helpers import assert_one_line_error, run_cli  # noqa: E402
+from cli_helpers import assert_one_line_error, run_cli
 
-from solo_deploy.core.config import get_preset  # noqa: E402
-from solo_deploy.core.meta import ModelMeta  # noqa: E402
-from solo_deploy.errors import BadInputError  # noqa: E402
-from solo_deploy.model.modelfile import read_model, save_model_file  # noqa: E402
-from solo_deploy.preprocess import PreprocessSpec  # noqa: E402
+from solo_deploy.core.config import get_preset
+from solo_deploy.core.meta import ModelMeta
+from solo_deploy.errors import BadInputError
+from solo_deploy.model.modelfile import read_model, save_model_file
+from solo_deploy.preprocess import PreprocessSpec
 
 
 def _state():
