@@ -52,6 +52,9 @@ class ModelConfig:
     norm_groups: int = 32  # GroupNorm groups, SOLO/SOLOv2 norm_cfg=GN(32)
     prior_prob: float = 0.01  # focal-loss prior on the category bias (RetinaNet/SOLO init)
     coord_kernel: bool = True  # SOLOv2: CoordConv on the kernel branch input
+    # Bottleneck ResNets: stride 2 in the first 1x1 convolution (detectron2's / Caffe's default,
+    # AdelaiDet's checkpoints) instead of the 3x3 (torchvision's, mmdetection's style="pytorch").
+    stride_in_1x1: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ("solo", "solov2"):

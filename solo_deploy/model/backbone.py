@@ -23,12 +23,19 @@ class BackboneFPN(nn.Module):
     (N, fpn_channels, H/s, W/s) for s = 4, 8, 16, 32, 64.
     """
 
-    def __init__(self, name: str, fpn_channels: int, weights: str | Path | None = None) -> None:
+    def __init__(self, name: str, fpn_channels: int, weights: str | Path | None = None,
+                 stride_in_1x1: bool = False) -> None:
         super().__init__()
         if name not in _RESNETS:
             raise BadInputError(f"unknown backbone {name!r}: expected one of {', '.join(_RESNETS)}")
         ctor, c2 = _RESNETS[name]
         body = ctor(weights=None)
+        if stride_in_1x1:
+            if not isinstance(body.layer2[0], resnet.Bottleneck):
+                raise BadInputError(f"stride_in_1x1 applies to bottleneck ResNets (50/101), not {name}")
+            for layer in (body.layer2, body.layer3, body.layer4):
+                block = layer[0]  # the stride moves from the 3x3 to the 1x1 before it (same shapes)
+                block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
         if weights is not None:
             load_backbone_weights(body, weights)
         self.body = IntermediateLayerGetter(

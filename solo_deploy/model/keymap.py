@@ -152,16 +152,20 @@ def _field_for(key: str, dim: int) -> str:
     return "the architecture"
 
 
-def _unwrap(state: object) -> Mapping[str, object]:
+def unwrap_state_dict(state: object, wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, object]:
+    """The weights of a state dict or of a whole checkpoint (under the first of ``wrappers`` that
+    holds a mapping), without DataParallel's ``module.`` prefix."""
     if not isinstance(state, Mapping):
-        raise BadInputError(f"mmdetection weights: expected a state dict, got {type(state).__name__}")
-    inner = state.get("state_dict")
-    if isinstance(inner, Mapping):
-        state = inner
+        raise BadInputError(f"expected a state dict, got {type(state).__name__}")
+    for wrapper in wrappers:
+        inner = state.get(wrapper)
+        if isinstance(inner, Mapping):
+            state = inner
+            break
     out: dict[str, object] = {}
     for key, value in state.items():
         if not isinstance(key, str):
-            raise BadInputError(f"mmdetection weights: state dict key {key!r} is not a string")
+            raise BadInputError(f"state dict key {key!r} is not a string")
         out[key.removeprefix("module.")] = value
     return out
 
@@ -185,7 +189,7 @@ def from_mmdet(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
     how many there are) for a key with no SOLONet counterpart, a missing key, or a shape that
     does not fit ``cfg`` (naming the config field that most likely differs).
     """
-    src = _unwrap(state)
+    src = unwrap_state_dict(state)
     keys = [k for k in src if not k.endswith(_IGNORED_SUFFIXES)]
     _check_arch(keys, cfg)
     expected = _expected_shapes(cfg)

@@ -17,7 +17,7 @@ class SOLONet(nn.Module):
     def __init__(self, cfg: ModelConfig, backbone_weights: str | Path | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = BackboneFPN(cfg.backbone, cfg.fpn_channels, backbone_weights)
+        self.backbone = BackboneFPN(cfg.backbone, cfg.fpn_channels, backbone_weights, stride_in_1x1=cfg.stride_in_1x1)
         self.head = SOLOv2Head(cfg) if cfg.arch == "solov2" else SOLOHead(cfg)
 
     def forward(self, x: torch.Tensor) -> RawOutputs:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,12 @@ def train(req: TrainRequest) -> Path:
     recipe = load_recipe(req.preset, req.recipe)
     recipe.update({k: v for k, v in req.overrides if v is not None})
     imgsz = tuple(int(v) for v in recipe.get("imgsz", (256, 256)))
+    loaded = read_model(req.from_model) if req.from_model else None
     spec = PreprocessSpec(input_hw=imgsz)
+    if loaded is not None:
+        # Fine-tuning keeps the normalisation the weights were trained with (an imported
+        # detectron2 model takes std 1, not ImageNet's); training itself always letterboxes.
+        spec = PreprocessSpec(input_hw=imgsz, mean=loaded[1].preprocess.mean, std=loaded[1].preprocess.std)
     seed = int(recipe.get("seed", 0))
     pl.seed_everything(seed, workers=True, verbose=False)
 
@@ -106,7 +111,12 @@ def train(req: TrainRequest) -> Path:
     dm = SOLODataModule(req.data, spec, batch_size=int(recipe.get("batch_size", 8)),
                         num_workers=int(recipe.get("num_workers", 0)), val_images=recipe.get("val_images"),
                         train_images=recipe.get("train_images"), seed=seed)
-    model_cfg = get_preset(req.preset, num_classes=len(dm.class_names))
+    if loaded is not None:
+        # Fine-tuning: the architecture is the file's (an imported model need not equal a preset);
+        # only the number of classes follows the data.
+        model_cfg = replace(loaded[1].model, num_classes=len(dm.class_names))
+    else:
+        model_cfg = get_preset(req.preset, num_classes=len(dm.class_names))
     post_over = dict(recipe.get("postprocess") or {})
     unknown = sorted(set(post_over) - set(PostprocessConfig.__dataclass_fields__))
     if unknown:
@@ -114,11 +124,12 @@ def train(req: TrainRequest) -> Path:
             f"recipe postprocess: unknown keys {unknown}; known: {sorted(PostprocessConfig.__dataclass_fields__)}"
         )
     post = PostprocessConfig(**post_over)
-    meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names), preset=req.preset,
+    meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names),
+                     preset=loaded[1].preset if loaded is not None else req.preset,
                      postprocess=post, extra={"data": req.data, "recipe": dict(recipe)})
     net = SOLONet(model_cfg, req.backbone_weights)
     if req.from_model:
-        _init_from(net, req.from_model, meta)
+        _init_from(net, req.from_model, meta, loaded)
 
     steps_per_epoch = max(1, len(dm.train_set) // dm.batch_size)
     epochs = int(recipe.get("epochs", 1))
@@ -194,12 +205,10 @@ def _default_precision() -> str:
     return "16-mixed" if torch.cuda.is_available() else "32-true"
 
 
-def _init_from(net, path: str, meta) -> None:
-    """Fine-tuning: take every weight of ``path`` whose shape fits; re-initialise only the
-    class-dependent layers when the class list differs."""
-    from ..model.modelfile import read_model
-
-    state, src = read_model(path)
+def _init_from(net, path: str, meta, loaded) -> None:
+    """Fine-tuning: take every weight of ``path`` (``loaded``: what ``read_model`` returned for
+    it) whose shape fits; re-initialise only the class-dependent layers when the class list differs."""
+    state, src = loaded
     if src.model.arch != meta.model.arch:
         raise BadInputError(f"--from {path} is a {src.model.arch} model, the preset is {meta.model.arch}")
     same_classes = tuple(src.class_names) == tuple(meta.class_names)

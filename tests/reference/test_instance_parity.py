@@ -1,7 +1,9 @@
 """Final-instance parity with mmdetection 3.3.0, through the user's path, without mmdetection.
 
-The same seeded weights as ``test_raw_parity.py`` go into a solo-deploy model file (float32
-weights, mmdetection's keep-ratio preprocessing and test_cfg); ``solo_deploy.load(...).predict``
+The same seeded weights as ``test_raw_parity.py``, saved as an mmdetection checkpoint (state dict,
+dumped config text, class names), go through ``solo-deploy import`` (a subprocess) into a model
+file (float32 weights, mmdetection's keep-ratio preprocessing and test_cfg read from the config);
+``solo_deploy.load(...).predict``
 then runs on the fixture's original BGR images, through PyTorch, ONNX Runtime FP32 and an FP16
 ONNX export. Every image of every fixture has more than ``nms_pre`` (500) candidates, so the
 candidate order of the post-processing is exercised each time.
@@ -74,8 +76,24 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=ARCHS)
 def reference_model(request, tmp_path_factory) -> tuple[str, Path]:
+    """The fixture model as a user gets it: an mmdetection checkpoint (weights, config text, class
+    names) through `solo-deploy import`, run as a subprocess."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "importing"))
+    from cli_helpers import run_cli
+    from import_helpers import mmdet_checkpoint
+
     arch = request.param
-    return arch, save_reference_model(arch, tmp_path_factory.mktemp(arch) / f"{arch}.safetensors")
+    folder = tmp_path_factory.mktemp(arch)
+    ckpt = mmdet_checkpoint(arch, folder / "work dirs" / f"{arch}_r18_fpn_3x" / "epoch_36.pth", classes=CLASS_NAMES)
+    out = folder / f"{arch}.safetensors"
+    proc = run_cli("import", ckpt, "-o", out, cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "keep ratio into 224 x 160 (the checkpoint's test pipeline)" in proc.stdout, proc.stdout
+    assert "the checkpoint's config" in proc.stdout and "the checkpoint's dataset_meta" in proc.stdout
+    return arch, out
 
 
 def test_preprocessing_equals_mmdetections(reference_model) -> None:

@@ -63,12 +63,13 @@ def test_finetune_from_model_keeps_backbone(run_dir):
     from solo_deploy.preprocess import PreprocessSpec
     from solo_deploy.training.train import _init_from
 
-    state, _ = read_model(run_dir / "model.safetensors")
+    loaded = read_model(run_dir / "model.safetensors")
+    state = loaded[0]
     cfg = get_preset("solov2-cpu-r18", num_classes=2)
     net = SOLONet(cfg)
     before = net.head.cate_out.weight.clone()
     _init_from(net, str(run_dir / "model.safetensors"),
                ModelMeta(model=cfg, preprocess=PreprocessSpec(input_hw=(64, 64)), class_names=("a", "b"),
-                         preset="solov2-cpu-r18"))
+                         preset="solov2-cpu-r18"), loaded)
     torch.testing.assert_close(net.backbone.body.conv1.weight, state["backbone.body.conv1.weight"])
     assert torch.equal(net.head.cate_out.weight, before)  # class layer re-initialised, not copied
