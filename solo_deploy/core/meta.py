@@ -14,7 +14,7 @@ from ..errors import BadInputError
 from ..preprocess import PreprocessSpec
 from .config import ModelConfig, PostprocessConfig
 
-SCHEMA_VERSION = 2  # 2: keep-ratio preprocessing fields, stride_in_1x1 (solo-deploy 0.3)
+SCHEMA_VERSION = 2  # 2 (solo-deploy 0.3.0): keep-ratio preprocessing fields, stride_in_1x1
 META_KEY = "solo_deploy"
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 
