@@ -15,12 +15,16 @@ PKG = Path(__file__).resolve().parents[1] / "solo_deploy"
 
 # part -> parts it may never import (directly or inside a function)
 FORBIDDEN = {
-    "runtime": {"training", "export", "evaluation", "cli", "app", "calibration", "bench"},
-    "model": {"training", "runtime", "cli", "app"},
-    "data": {"model", "cli", "app"},
-    "core": {"model", "data", "training", "runtime", "export", "evaluation", "calibration", "bench", "app", "cli"},
+    "runtime": {"training", "export", "evaluation", "cli", "app", "calibration", "bench", "importing"},
+    "model": {"training", "runtime", "cli", "app", "importing"},
+    "data": {"model", "cli", "app", "importing"},
+    "core": {"model", "data", "training", "runtime", "export", "evaluation", "calibration", "bench", "app", "cli",
+             "importing"},
+    # import is a stage of its own: checkpoints in, model files out; it never runs or exports models
+    "importing": {"runtime", "export", "training", "calibration", "bench", "app", "cli"},
 }
-STAGES = {"core", "model", "data", "training", "export", "calibration", "runtime", "evaluation", "bench", "app"}
+STAGES = {"core", "model", "data", "training", "export", "calibration", "runtime", "evaluation", "bench", "app",
+          "importing"}
 
 
 def _part(module: str) -> str:
