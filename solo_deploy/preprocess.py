@@ -178,6 +178,17 @@ class PreprocessSpec:
         out[:rh, :rw] = resized[..., ::-1]  # BGR -> RGB
         return out, lb
 
+    def size_groups(self, sizes_hw: Sequence[tuple[int, int]]) -> list[list[int]]:
+        """Indices of images (by original size (H, W)) grouped by graph input size, in first-seen
+        order: keep-ratio images of one group run together without padding one for another, so
+        each gets what it gets alone. Letterbox models: one group (one input size for all)."""
+        if not self.pads_in_graph:
+            return [list(range(len(sizes_hw)))]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, hw in enumerate(sizes_hw):
+            groups.setdefault(self.plan(hw).resized_hw, []).append(i)
+        return list(groups.values())
+
     def batch(self, images_bgr: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
         """Several BGR images -> one uint8 RGB (N, H, W, 3) graph input and a ``Letterbox`` each.
 
@@ -191,11 +202,11 @@ class PreprocessSpec:
             raise BadInputError("no images to preprocess")
         pairs = [self.letterbox(im) for im in images_bgr]
         arrays, lbs = [p[0] for p in pairs], [p[1] for p in pairs]
-        if len({a.shape for a in arrays}) == 1:
-            return np.stack(arrays), lbs
         out = self.stack(arrays)
+        if not self.pads_in_graph:
+            return out, lbs
         d = self.size_divisor
-        padded = (-(-out.shape[1] // d) * d, -(-out.shape[2] // d) * d)
+        padded = (-(-out.shape[1] // d) * d, -(-out.shape[2] // d) * d)  # what the graph pads the batch to
         return out, [replace(lb, input_hw=padded) for lb in lbs]
 
     def stack(self, arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -43,7 +43,8 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
     n = len(ds)
     for start in range(0, n, batch):
         samples = [ds[i] for i in range(start, min(n, start + batch))]
-        for group in _same_size(meta.preprocess, samples):
+        for idx in meta.preprocess.size_groups([s.image_bgr.shape[:2] for s in samples]):
+            group = [samples[i] for i in idx]
             imgs, lbs = pred.preprocess([s.image_bgr for s in group])
             scores, kernels, feats = pred.runner(imgs)
             results += detections_to_results(meta, scores, kernels, feats, lbs, [s.image_id for s in group], cat_ids)
@@ -56,13 +57,3 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
                     "input_hw": list(meta.preprocess.input_hw)})
     return metrics
 
-
-def _same_size(spec, samples: list) -> list[list]:
-    """Samples grouped by graph input size (keep-ratio models), so that no image is padded for another
-    and each gets what it gets alone; one group for letterbox models."""
-    if not spec.pads_in_graph or len(samples) < 2:
-        return [samples]
-    groups: dict[tuple[int, int], list] = {}
-    for s in samples:
-        groups.setdefault(spec.plan(s.image_bgr.shape[:2]).resized_hw, []).append(s)
-    return list(groups.values())

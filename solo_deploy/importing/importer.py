@@ -8,6 +8,7 @@ normalise, pad with the mean colour) and test settings (score, mask and update t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,6 @@ def _find_normalize(pipeline: Any) -> dict[str, Any] | None:
 
 
 def _stats(value: Any, what: str) -> tuple[float, float, float]:
-    import math
-
     ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     if not ok or (what == "std" and min(value) <= 0):
@@ -180,17 +179,15 @@ def import_checkpoint(checkpoint: str | Path, output: str | Path, source_format:
             state = legacy.wxinlong_to_mmdet(state)
         elif fmt == "adelaidet":
             state = legacy.adelaidet_to_mmdet(state)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel-saved weights
     # mmengine (mmdetection 3.x) stores the config text as meta["cfg"], mmcv 1.x (2.x) as meta["config"].
     key = "cfg" if isinstance(meta.get("cfg"), str) else "config"
     text = meta.get(key)
     cfg = parse_config_text(text, f"{checkpoint.name} meta[{key!r}]") if isinstance(text, str) else {}
     model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-    bottleneck = "backbone.layer1.0.conv3.weight" in state
     caffe = fmt == "adelaidet" or (isinstance(model_cfg.get("backbone"), dict)
                                    and model_cfg["backbone"].get("style") == "caffe")
-    # detectron2's and mmdetection's caffe-style ResNets stride in the bottleneck's 1x1 convolution.
-    inferred = infer_config(state, model_cfg, stride_in_1x1=caffe and bottleneck)
+    inferred = infer_config(state, model_cfg, caffe_style=caffe)
     sources = dict(inferred.sources)
 
     test_cfg = model_cfg.get("test_cfg") if isinstance(model_cfg.get("test_cfg"), dict) else {}
@@ -202,10 +199,11 @@ def import_checkpoint(checkpoint: str | Path, output: str | Path, source_format:
     post = PostprocessConfig(**post_kw)
     sources["test_cfg"] = "the checkpoint's config" if post_kw else "mmdetection's SOLO defaults (no config)"
 
+    configured = _test_scale(cfg) if test_scale is None else None
     if test_scale is not None:
         scale, sources["test_scale"] = (max(test_scale), min(test_scale)), "--test-scale"
-    elif _test_scale(cfg):
-        scale, sources["test_scale"] = _test_scale(cfg), "the checkpoint's test pipeline"
+    elif configured:
+        scale, sources["test_scale"] = configured, "the checkpoint's test pipeline"
     else:
         default = TEST_SCALES["solov2-light-r18" if inferred.family == "solov2-light" else "solo-r50"]
         scale, sources["test_scale"] = default, f"mmdetection's {inferred.family} default"

@@ -55,9 +55,10 @@ def _ints(value: Any, n: int | None = None) -> tuple[int, ...] | None:
 
 
 def infer_config(state: Mapping[str, Any], model_cfg: Mapping[str, Any] | None = None,
-                 stride_in_1x1: bool = False) -> Inferred:
+                 caffe_style: bool = False) -> Inferred:
     """``state``: mmdetection 3.x names. ``model_cfg``: the config's ``model`` dict, when known.
-    ``stride_in_1x1``: a caffe-style / detectron2 ResNet (bottleneck stride in the 1x1 conv)."""
+    ``caffe_style``: a caffe-style / detectron2 ResNet, whose bottlenecks stride in their 1x1
+    convolution (basic blocks are the same in both styles)."""
     model_cfg = dict(model_cfg or {})
     backbone_cfg = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
     kind = backbone_cfg.get("type", "ResNet")
@@ -124,7 +125,7 @@ def infer_config(state: Mapping[str, Any], model_cfg: Mapping[str, Any] | None =
     pos_scale = head_cfg.get("pos_scale")
     if isinstance(pos_scale, float) and 0 < pos_scale <= 1:
         kw["sigma"], sources["sigma"] = pos_scale, "config"
-    if stride_in_1x1:
+    if caffe_style and bottleneck:
         kw["stride_in_1x1"], sources["stride_in_1x1"] = True, "caffe-style / detectron2 ResNet"
     cfg = ModelConfig(**kw)
     preset = next((name for name, p in PRESETS.items()

@@ -61,19 +61,14 @@ class Predictor:
     def predict_batch(self, images: Sequence[np.ndarray], conf: float | None = None) -> list[Instances]:
         """BGR images -> ``Instances`` each. Images whose graph inputs differ in size (keep-ratio
         models) run in separate groups, so each image's result is what it gives alone."""
-        spec = self.meta.preprocess
-        if spec.pads_in_graph and len(images) > 1:
-            sizes = [spec.plan(as_bgr_uint8(im).shape[:2]).resized_hw for im in images]
-            if len(set(sizes)) > 1:
-                out: list[Instances | None] = [None] * len(images)
-                for size in dict.fromkeys(sizes):
-                    idx = [i for i, s in enumerate(sizes) if s == size]
-                    for i, inst in zip(idx, self.predict_batch([images[i] for i in idx], conf)):
-                        out[i] = inst
-                return out  # type: ignore[return-value]
-        batch, letterboxes = self.preprocess(images)
-        scores, kernels, feats = self.runner(batch)
-        return self.finish(scores, kernels, feats, letterboxes, conf)
+        images = [as_bgr_uint8(im) for im in images]
+        out: list[Instances | None] = [None] * len(images)
+        for idx in self.meta.preprocess.size_groups([im.shape[:2] for im in images]):
+            batch, letterboxes = self.preprocess([images[i] for i in idx])
+            scores, kernels, feats = self.runner(batch)
+            for i, inst in zip(idx, self.finish(scores, kernels, feats, letterboxes, conf)):
+                out[i] = inst
+        return out  # type: ignore[return-value]
 
     def finish(
         self, scores, kernels, feats, letterboxes: Sequence[Letterbox], conf: float | None = None

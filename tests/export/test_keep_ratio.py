@@ -197,18 +197,12 @@ def test_scale_order_does_not_matter_and_post_config_is_checked() -> None:
 
 
 def test_eval_groups_sizes_and_refuses_imgsz(keep_ratio_model: Path, tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from solo_deploy.app.evaluate import _same_size
-
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from cli_helpers import assert_one_line_error, run_cli
 
-    samples = [SimpleNamespace(image_bgr=np.zeros(hw, np.uint8)) for hw in
-               [(150, 200, 3), (200, 150, 3), (151, 201, 3), (640, 480, 3)]]
-    groups = _same_size(SPEC, samples)
-    assert [len(g) for g in groups] == [2, 2]  # 150x200 and 151x201 both resize to 64x85
-    assert _same_size(PreprocessSpec(), samples) == [samples]  # letterbox: one size for all
+    sizes = [(150, 200), (200, 150), (151, 201), (640, 480)]
+    assert SPEC.size_groups(sizes) == [[0, 2], [1, 3]]  # 150x200 and 151x201 both resize to 64x85
+    assert PreprocessSpec().size_groups(sizes) == [[0, 1, 2, 3]]  # letterbox: one size for all
 
     data = tmp_path / "shapes"
     assert run_cli("data", "synthetic", "-o", data, "--images", "4", "--imgsz", "64", "96",
