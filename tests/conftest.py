@@ -31,7 +31,9 @@ def tiny_config(arch: str = "solov2", backbone: str = "resnet18", num_classes: i
 
     from solo_deploy.core.config import get_preset
 
-    base = get_preset("solo-r50" if arch == "solo" else "solov2-light-r18", num_classes=num_classes)
+    preset = {"solo": "solo-r50", "decoupled-solo": "decoupled-solo-r50",
+              "decoupled-solo-light": "decoupled-solo-light-r50"}.get(arch, "solov2-light-r18")
+    base = get_preset(preset, num_classes=num_classes)
     return replace(base, backbone=backbone, fpn_channels=32, head_channels=32, mask_channels=16,
                    mask_feat_channels=16, norm_groups=8, stacked_convs=1, grids=(8, 6, 4, 3, 2))
 

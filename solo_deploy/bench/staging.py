@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.meta import split_outputs
 from .common import _round, failure_reason
 from .probes import _CudaClock, _HostClock, _probe_for
 from .schedule import _Case, _MetaOnly, _Spec, synthetic_frames
@@ -47,8 +48,7 @@ class _Staged:
         return self.runner.infer(x)
 
     def to_host(self, out: Any) -> tuple[Any, Any, list[Any]]:
-        arrays = self.runner.to_host(out)
-        return arrays[0], arrays[1], list(arrays[2:])
+        return split_outputs(self.runner.meta.model, self.runner.to_host(out))
 
 
 def _staged(backend: str, path: Path, device: str, threads: int) -> _Staged:

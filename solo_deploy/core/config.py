@@ -31,13 +31,16 @@ MATRIX_NMS_SIGMA = 2.0  # gaussian kernel; paper's exp(-(iou^2 - cmax^2) / 0.5)
 
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")  # torchvision ResNets (mmdetection's depth 18..101)
+# SOLO, SOLOv2, and SOLO's decoupled heads (SOLO paper Sec. 3.4; mmdetection DecoupledSOLOHead,
+# DecoupledSOLOLightHead): an S x S grid's masks are products of S x-maps and S y-maps.
+ARCHS = ("solo", "solov2", "decoupled-solo", "decoupled-solo-light")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one SOLO or SOLOv2 network. Plain data: stored as a dict in every model file."""
 
-    arch: str = "solov2"  # "solo" | "solov2"
+    arch: str = "solov2"  # one of ARCHS
     num_classes: int = 4
     backbone: str = "resnet50"  # torchvision resnet18 | resnet34 | resnet50 | resnet101
     fpn_channels: int = 256  # SOLO/SOLOv2: FPN out_channels=256
@@ -57,8 +60,8 @@ class ModelConfig:
     stride_in_1x1: bool = False
 
     def __post_init__(self) -> None:
-        if self.arch not in ("solo", "solov2"):
-            raise BadInputError(f"unknown architecture {self.arch!r}: expected 'solo' or 'solov2'")
+        if self.arch not in ARCHS:
+            raise BadInputError(f"unknown architecture {self.arch!r}: expected one of {', '.join(ARCHS)}")
         if self.backbone not in BACKBONES:
             raise BadInputError(f"unknown backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         if not (len(self.grids) == len(self.strides) == len(self.scale_ranges)):
@@ -75,8 +78,16 @@ class ModelConfig:
         return sum(s * s for s in self.grids)
 
     @property
+    def decoupled(self) -> bool:
+        """Decoupled SOLO (light or not): masks are sigmoid(x_j) * sigmoid(y_i), no kernels."""
+        return self.arch.startswith("decoupled-")
+
+    @property
     def kernel_channels(self) -> int:
-        """Length E of each cell's mask kernel: SOLOv2's dynamic kernel, SOLO's 1x1 weights plus bias."""
+        """Length E of each cell's mask kernel: SOLOv2's dynamic kernel, SOLO's 1x1 weights plus
+        bias; 0 for the decoupled heads, which have none."""
+        if self.decoupled:
+            return 0
         return self.mask_channels if self.arch == "solov2" else self.head_channels + 1
 
     @property
@@ -140,11 +151,25 @@ class PostprocessConfig:
 
 _SOLO_SCALES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))  # SOLO / SOLOv2 reference
 _LIGHT_SCALES = ((1, 56), (28, 112), (56, 224), (112, 448), (224, 896))  # SOLOv2-light reference
+_DSOLO_LIGHT_SCALES = ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048))  # decoupled-solo-light reference
 
 
 def _solo(backbone: str) -> ModelConfig:
     # SOLO: ResNet + FPN, 7 convs of 256 (SOLO paper Sec. 4; mmdetection solo_r50_fpn_1x_coco).
     return ModelConfig(arch="solo", backbone=backbone, stacked_convs=7, scale_ranges=_SOLO_SCALES)
+
+
+def _decoupled_solo(backbone: str) -> ModelConfig:
+    # Decoupled SOLO: SOLO's 7 convs of 256, twice (x and y branches); mmdetection
+    # decoupled-solo_r50_fpn_1x_coco (same scale ranges as SOLO).
+    return ModelConfig(arch="decoupled-solo", backbone=backbone, stacked_convs=7, scale_ranges=_SOLO_SCALES)
+
+
+def _decoupled_solo_light(backbone: str) -> ModelConfig:
+    # Decoupled SOLO light: one shared mask tower of 4 convs of 256 and smaller scale ranges
+    # (mmdetection decoupled-solo-light_r50_fpn_3x_coco).
+    return ModelConfig(arch="decoupled-solo-light", backbone=backbone, stacked_convs=4,
+                       scale_ranges=_DSOLO_LIGHT_SCALES)
 
 
 def _solov2(backbone: str) -> ModelConfig:
@@ -164,6 +189,8 @@ def _solov2_light(backbone: str) -> ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "solo-r50": _solo("resnet50"),
     "solo-r101": _solo("resnet101"),
+    "decoupled-solo-r50": _decoupled_solo("resnet50"),
+    "decoupled-solo-light-r50": _decoupled_solo_light("resnet50"),
     "solov2-r50": _solov2("resnet50"),
     "solov2-r101": _solov2("resnet101"),
     "solov2-light-r18": _solov2_light("resnet18"),
@@ -182,10 +209,12 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 # mmdetection's test-time resize of the reference presets: keep-ratio into (long side, short side)
-# (solo_r50_fpn / solov2_r50_fpn: scale=(1333, 800); solov2-light_*: scale=(448, 768)). Models
+# (solo_r50_fpn / solov2_r50_fpn / decoupled-solo_r50_fpn: scale=(1333, 800); solov2-light_*:
+# scale=(448, 768); decoupled-solo-light_r50_fpn: scale=(852, 512)). Models
 # imported from these configs carry it as their keep-ratio preprocessing spec.
 TEST_SCALES: dict[str, tuple[int, int]] = {
     "solo-r50": (1333, 800), "solo-r101": (1333, 800), "solov2-r50": (1333, 800), "solov2-r101": (1333, 800),
+    "decoupled-solo-r50": (1333, 800), "decoupled-solo-light-r50": (852, 512),
     "solov2-light-r18": (768, 448), "solov2-light-r34": (768, 448), "solov2-light-r50": (768, 448),
 }
 

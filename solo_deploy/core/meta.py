@@ -5,6 +5,7 @@ Torch-free: the runtime, the Triton client and the CLI read it without loading a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from ..errors import BadInputError
 from ..preprocess import PreprocessSpec
 from .config import ModelConfig, PostprocessConfig
 
-SCHEMA_VERSION = 2  # 2 (solo-deploy 0.3.0): keep-ratio preprocessing fields, stride_in_1x1
+# The newest schema this version reads. 2 (solo-deploy 0.3.0): keep-ratio preprocessing fields,
+# stride_in_1x1. 3 (0.4.0): the decoupled SOLO architectures. A file records the lowest schema
+# that describes it, so that older readers refuse only what they cannot build ("upgrade").
+SCHEMA_VERSION = 3
 META_KEY = "solo_deploy"
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -32,7 +36,7 @@ class ModelMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": 3 if self.model.decoupled else 2,
             "format": "solo-deploy-model",
             "solo_deploy_version": __version__,
             "preset": self.preset,
@@ -84,7 +88,23 @@ INPUT_NAME = "images"
 
 
 def output_names(cfg: ModelConfig) -> list[str]:
-    """``scores``, ``kernels``, then ``mask_feat`` (SOLOv2) or ``mask_feat_0..L-1`` (SOLO)."""
+    """``scores``, then ``kernels`` and ``mask_feat`` (SOLOv2) or ``kernels`` and
+    ``mask_feat_0..L-1`` (SOLO), or ``mask_x_0..L-1`` and ``mask_y_0..L-1`` (decoupled SOLO)."""
+    if cfg.decoupled:
+        return (["scores"] + [f"mask_x_{i}" for i in range(cfg.num_levels)]
+                + [f"mask_y_{i}" for i in range(cfg.num_levels)])
     if cfg.arch == "solov2":
         return ["scores", "kernels", "mask_feat"]
     return ["scores", "kernels"] + [f"mask_feat_{i}" for i in range(cfg.num_levels)]
+
+
+def split_outputs(cfg: ModelConfig, arrays: Sequence[Any]) -> tuple[Any, Any, list[Any]]:
+    """Deploy outputs in :func:`output_names` order -> ``(scores, kernels, mask maps)``, what
+    post-processing takes; ``kernels`` is None for the decoupled heads, whose mask maps are the
+    x-maps of every level, then the y-maps."""
+    arrays = list(arrays)
+    if len(arrays) != len(output_names(cfg)):
+        raise BadInputError(f"expected {len(output_names(cfg))} model outputs for {cfg.arch}, got {len(arrays)}")
+    if cfg.decoupled:
+        return arrays[0], None, arrays[1:]
+    return arrays[0], arrays[1], arrays[2:]

@@ -2,7 +2,8 @@
 
 Graph: ``images`` uint8 (N, H, W, 3) RGB letterboxed -> :class:`DeployWrapper` (cast, normalise,
 NHWC->NCHW, network, decode) -> ``scores`` (N, cells, C), ``kernels`` (N, cells, E) and
-``mask_feat`` (N, E, H/4, W/4) for SOLOv2 or ``mask_feat_0..4`` for SOLO, all float32.
+``mask_feat`` (N, E, H/4, W/4) for SOLOv2 or ``mask_feat_0..4`` for SOLO; decoupled SOLO:
+``scores`` and ``mask_x_0..4``, ``mask_y_0..4`` (N, S_l, h_l, w_l). All float32.
 
 Exporter choice: the TorchScript-based exporter, ``torch.onnx.export(..., dynamo=False)``.
 - torch 2.14's default, the dynamo exporter, needs ``onnxscript``, which solo-deploy does not

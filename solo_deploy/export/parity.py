@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.meta import split_outputs
 from ..errors import RuntimeFailure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -195,13 +196,13 @@ def compare_instances(meta: ModelMeta, reference: Sequence[np.ndarray], test: Se
                       score_margin: float = 0.05) -> list[InstanceAgreement]:
     """Post-process both output sets and match instances per image (greedy by score, same label).
 
-    ``reference``/``test``: raw deploy outputs ``(scores, kernels, *mask_feats)`` as numpy.
+    ``reference``/``test``: raw deploy outputs in ``output_names`` order, as numpy.
     """
     from ..runtime.inference import postprocess_outputs
 
     post = post or meta.postprocess
-    ref_dets = postprocess_outputs(meta, reference[0], reference[1], list(reference[2:]), post)
-    test_dets = postprocess_outputs(meta, test[0], test[1], list(test[2:]), post)
+    ref_dets = postprocess_outputs(meta, *split_outputs(meta.model, reference), post)
+    test_dets = postprocess_outputs(meta, *split_outputs(meta.model, test), post)
     border = max(post.score_thr, post.update_thr) + score_margin
     out: list[InstanceAgreement] = []
     for rd, td in zip(ref_dets, test_dets):

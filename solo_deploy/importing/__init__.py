@@ -1,4 +1,4 @@
-"""`solo-deploy import`: SOLO / SOLOv2 checkpoints trained elsewhere -> solo-deploy model files.
+"""`solo-deploy import`: SOLO / SOLOv2 / decoupled SOLO checkpoints trained elsewhere -> solo-deploy model files.
 
 ``checkpoint`` reads a foreign checkpoint safely (``weights_only`` with an allow-list of plain
 metadata types); ``config_text`` reads the config text mmdetection stores in a checkpoint as

@@ -24,7 +24,7 @@ from . import legacy
 from .checkpoint import load_foreign_checkpoint
 from .coco_names import COCO_CLASSES
 from .config_text import parse_config_text
-from .infer import infer_config
+from .infer import family_preset, infer_config
 
 __all__ = ["FORMATS", "ImportResult", "import_checkpoint"]
 
@@ -205,7 +205,7 @@ def import_checkpoint(checkpoint: str | Path, output: str | Path, source_format:
     elif configured:
         scale, sources["test_scale"] = configured, "the checkpoint's test pipeline"
     else:
-        default = TEST_SCALES["solov2-light-r18" if inferred.family == "solov2-light" else "solo-r50"]
+        default = TEST_SCALES[family_preset(inferred.family)]
         scale, sources["test_scale"] = default, f"mmdetection's {inferred.family} default"
 
     pre = model_cfg.get("data_preprocessor")

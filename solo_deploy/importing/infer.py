@@ -1,11 +1,12 @@
-"""Work out a ``ModelConfig`` from mmdetection-named SOLO / SOLOv2 tensors (and its config, if any).
+"""Work out a ``ModelConfig`` from mmdetection-named SOLO tensors (and its config, if any).
 
 The tensors decide what they can: the architecture (``conv_kernel`` -> SOLOv2, ``conv_mask_list``
--> SOLO), the ResNet depth (blocks per stage, basic or bottleneck), FPN and head widths, the
-number of stacked convolutions and classes, SOLOv2's kernel length and mask-feature width, and
-SOLO's grids (one ``conv_mask_list`` entry of S^2 outputs per level). What the weights cannot
-show (SOLOv2's grids, strides, scale ranges, GroupNorm groups) comes from the checkpoint's config
-when it has one, else from mmdetection's defaults for the recognised family.
+-> SOLO, ``conv_mask_list_x`` -> decoupled SOLO, light without ``mask_convs_x``), the ResNet
+depth (blocks per stage, basic or bottleneck), FPN and head widths, the number of stacked
+convolutions and classes, SOLOv2's kernel length and mask-feature width, and the grids of SOLO
+(one ``conv_mask_list`` entry of S^2 outputs per level) and decoupled SOLO (S outputs). What the
+weights cannot show (SOLOv2's grids, strides, scale ranges, GroupNorm groups) comes from the
+checkpoint's config when it has one, else from mmdetection's defaults for the recognised family.
 """
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from typing import Any
 
 from ..core.config import PRESETS, ModelConfig
 from ..errors import BadInputError
+from ..model.keymap import weights_arch
 
-__all__ = ["Inferred", "infer_config"]
+__all__ = ["Inferred", "family_preset", "infer_config"]
 
 # Blocks per ResNet stage -> torchvision name (bottleneck blocks have conv3).
 _DEPTHS = {((2, 2, 2, 2), False): "resnet18", ((3, 4, 6, 3), False): "resnet34",
            ((3, 4, 6, 3), True): "resnet50", ((3, 4, 23, 3), True): "resnet101"}
 _DEFAULT_GRIDS = (40, 36, 24, 16, 12)  # mmdetection SOLO / SOLOv2 configs
 _DEFAULT_STRIDES = (8, 8, 16, 32, 32)
+# The reference preset whose defaults a family takes when the config does not say.
+_FAMILY_PRESET = {"solo": "solo-r50", "solov2": "solov2-r50", "solov2-light": "solov2-light-r50",
+                  "decoupled-solo": "decoupled-solo-r50", "decoupled-solo-light": "decoupled-solo-light-r50"}
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,13 @@ class Inferred:
 
     config: ModelConfig
     preset: str | None
-    family: str  # "solo" | "solov2" | "solov2-light"
+    family: str  # "solo" | "solov2" | "solov2-light" | "decoupled-solo" | "decoupled-solo-light"
     sources: dict[str, str]
+
+
+def family_preset(family: str) -> str:
+    """The reference preset of an inferred family (its defaults, e.g. mmdetection's test scale)."""
+    return _FAMILY_PRESET[family]
 
 
 def _count(state: Mapping[str, Any], pattern: str) -> int:
@@ -66,13 +76,10 @@ def infer_config(state: Mapping[str, Any], model_cfg: Mapping[str, Any] | None =
         raise BadInputError(f"the checkpoint's backbone is {kind}: solo-deploy builds torchvision ResNets only")
     head_cfg = model_cfg.get("mask_head") if isinstance(model_cfg.get("mask_head"), dict) else {}
     sources: dict[str, str] = {}
-    if "mask_head.conv_kernel.weight" in state:
-        arch = "solov2"
-    elif "mask_head.conv_mask_list.0.weight" in state:
-        arch = "solo"
-    else:
-        raise BadInputError("the checkpoint has neither mask_head.conv_kernel (SOLOv2) nor "
-                            "mask_head.conv_mask_list (SOLO): not an mmdetection SOLO / SOLOv2 model")
+    arch = weights_arch(state)
+    if arch is None:
+        raise BadInputError("the checkpoint has none of mask_head.conv_kernel (SOLOv2), mask_head.conv_mask_list "
+                            "(SOLO) or mask_head.conv_mask_list_x (decoupled SOLO): not an mmdetection SOLO model")
     blocks = tuple(_count(state, rf"backbone\.layer{i}\.(\d+)\.") for i in range(1, 5))
     bottleneck = "backbone.layer1.0.conv3.weight" in state
     backbone = _DEPTHS.get((blocks, bottleneck))
@@ -95,6 +102,10 @@ def infer_config(state: Mapping[str, Any], model_cfg: Mapping[str, Any] | None =
             kw["grids"], sources["grids"] = grids, "config"
         else:
             kw["grids"], sources["grids"] = _DEFAULT_GRIDS, "mmdetection default"
+    elif arch.startswith("decoupled-"):
+        levels = _count(state, r"mask_head\.conv_mask_list_x\.(\d+)\.weight")
+        kw["grids"] = tuple(_shape(state, f"mask_head.conv_mask_list_x.{i}.weight")[0] for i in range(levels))
+        sources["grids"] = "weights"
     else:
         levels = _count(state, r"mask_head\.conv_mask_list\.(\d+)\.weight")
         grids = []
@@ -107,7 +118,7 @@ def infer_config(state: Mapping[str, Any], model_cfg: Mapping[str, Any] | None =
         kw["grids"], sources["grids"] = tuple(grids), "weights"
     light = arch == "solov2" and stacked == 2 and kw["mask_channels"] == 128
     family = "solov2-light" if light else arch
-    ref = PRESETS["solov2-light-r50" if light else ("solov2-r50" if arch == "solov2" else "solo-r50")]
+    ref = PRESETS[_FAMILY_PRESET[family]]
     strides = _ints(head_cfg.get("strides"), len(kw["grids"]))
     kw["strides"], sources["strides"] = (strides, "config") if strides else (ref.strides, "mmdetection default")
     ranges = head_cfg.get("scale_ranges")

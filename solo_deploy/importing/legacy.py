@@ -4,7 +4,8 @@
 functions here rename (never copy or change) the tensors of
 
 * **WXinlong/SOLO** (the authors' mmdetection 1.x code: ``SingleStageInsDetector`` with a
-  ``bbox_head`` = ``SOLOHead`` / ``SOLOv2Head`` / ``SOLOv2LightHead`` and, for SOLOv2, a
+  ``bbox_head`` = ``SOLOHead`` / ``SOLOv2Head`` / ``SOLOv2LightHead`` / ``DecoupledSOLOHead`` /
+  ``DecoupledSOLOLightHead`` and, for SOLOv2, a
   ``mask_feat_head`` = ``MaskFeatHead``). Its configs say ``num_classes=81`` but the category
   convolution has ``num_classes - 1 = 80`` outputs; channel c is COCO class c in both code bases
   (mmdetection 1.x's focal loss maps label c + 1 to channel c), so no channel moves.
@@ -26,6 +27,10 @@ SOLOv2 ``mask_feat_head.convs_all_levels.{i}.conv{j}.``   ``mask_head.mask_featu
 SOLOv2 ``mask_feat_head.conv_pred.0.conv|gn.{p}``         ``mask_head.mask_feature_head.conv_pred.conv|gn.{p}``
 SOLO ``bbox_head.ins_convs.{i}.conv|gn.{p}``              ``mask_head.mask_convs.{i}.conv|gn.{p}``
 SOLO ``bbox_head.solo_ins_list.{i}.{p}``                  ``mask_head.conv_mask_list.{i}.{p}``
+Decoupled ``bbox_head.ins_convs_x|y.{i}.conv|gn.{p}``     ``mask_head.mask_convs_x|y.{i}.conv|gn.{p}``
+Decoupled ``bbox_head.dsolo_ins_list_x|y.{i}.{p}``        ``mask_head.conv_mask_list_x|y.{i}.{p}``
+Decoupled ``bbox_head.dsolo_cate.{p}``                    ``mask_head.conv_cls.{p}``
+(Decoupled light's shared tower is ``ins_convs``, as SOLO's.)
 ========================================================  =========================================================
 
 ========================================================  =========================================================
@@ -86,7 +91,6 @@ _REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), m) fo
     (r"^(proposal_generator)\.",
      "a detectron2 detector with a proposal generator ({0}.* keys, e.g. R-CNN, CondInst, BlendMask): "
      "not a SOLO model"),
-    (r"(conv_mask_list_x|dsolo_ins_list_x|ins_convs_x)\.", "Decoupled SOLO ({0} keys): not supported yet"),
     (r"(?:^|\.)(conv\d*_offset)\.",
      "a DCN model ({0} keys): deformable convolutions are not supported"),
     (r"^ins_head\.(?:cate|kernel)_tower\.0\.(bias)$|^mask_head\.convs_all_levels\.0\.conv0\.0\.(bias)$",
@@ -97,7 +101,7 @@ _REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), m) fo
 # A key that only each format has (its category convolution or tower).
 _MARKERS = {
     "mmdet": re.compile(r"^mask_head\.(conv_cls|cls_convs)\."),
-    "wxinlong": re.compile(r"^bbox_head\.(solo_cate|cate_convs)\."),
+    "wxinlong": re.compile(r"^bbox_head\.(solo_cate|dsolo_cate|cate_convs)\."),
     "adelaidet": re.compile(r"^ins_head\.(cate_pred|cate_tower)\."),
 }
 
@@ -131,8 +135,8 @@ def _detect(keys: list[str]) -> str:
 def detect_format(state: Mapping[str, Any]) -> str:
     """``"mmdet"``, ``"wxinlong"`` or ``"adelaidet"``, from the key names of ``state`` (a state
     dict or a whole checkpoint) alone. Raises ``BadInputError`` (one line naming what was found)
-    for weights that are no SOLO model or a SOLO variant that SOLONet does not build: decoupled
-    SOLO, deformable convolutions, AdelaiDet towers without GroupNorm."""
+    for weights that are no SOLO model or a SOLO variant that SOLONet does not build:
+    deformable convolutions, AdelaiDet towers without GroupNorm."""
     return _detect(list(_unwrap(state)))
 
 
@@ -157,6 +161,12 @@ _WXINLONG: tuple[_Rule, ...] = (
     _rule(rf"bbox_head\.solo_kernel\.{_P}", "mask_head.conv_kernel.{p}"),
     _rule(rf"bbox_head\.ins_convs\.(?P<i>\d+)\.(?P<m>conv|gn)\.{_P}", "mask_head.mask_convs.{i}.{m}.{p}"),
     _rule(rf"bbox_head\.solo_ins_list\.(?P<i>\d+)\.{_P}", "mask_head.conv_mask_list.{i}.{p}"),
+    # DecoupledSOLOHead / DecoupledSOLOLightHead (decoupled_solo_head.py, decoupled_solo_light_head.py);
+    # the light head's shared tower is ``ins_convs``, as SOLO's.
+    _rule(rf"bbox_head\.ins_convs_(?P<xy>[xy])\.(?P<i>\d+)\.(?P<m>conv|gn)\.{_P}",
+          "mask_head.mask_convs_{xy}.{i}.{m}.{p}"),
+    _rule(rf"bbox_head\.dsolo_ins_list_(?P<xy>[xy])\.(?P<i>\d+)\.{_P}", "mask_head.conv_mask_list_{xy}.{i}.{p}"),
+    _rule(rf"bbox_head\.dsolo_cate\.{_P}", "mask_head.conv_cls.{p}"),
     _rule(rf"mask_feat_head\.convs_all_levels\.(?P<i>\d+)\.conv(?P<j>\d+)\.(?P<m>conv|gn)\.{_P}",
           "mask_head.mask_feature_head.convs_all_levels.{i}.conv{j}.{m}.{p}"),
     _rule(rf"mask_feat_head\.conv_pred\.0\.(?P<m>conv|gn)\.{_P}", "mask_head.mask_feature_head.conv_pred.{m}.{p}"),

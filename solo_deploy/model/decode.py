@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .heads import RawOutputs
+
 
 def point_nms(heat: torch.Tensor) -> torch.Tensor:
     """Keep only local maxima in each 2x2 neighbourhood (SOLOv2's points_nms).
@@ -17,12 +19,13 @@ def point_nms(heat: torch.Tensor) -> torch.Tensor:
 
 
 class Decode(nn.Module):
-    """(cate logits, kernels) per level -> flat (scores (N, cells, C), kernels (N, cells, E))."""
+    """``RawOutputs`` -> what post-processing takes: ``(scores (N, cells, C), kernels (N, cells, E)
+    or None, mask maps)``. Scores are sigmoid probabilities with non-peaks zeroed; the mask maps are
+    ``mask_feat`` (SOLO, SOLOv2) or the decoupled heads' x-maps then y-maps (no kernels)."""
 
-    def forward(self, cate: list[torch.Tensor], kernel: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, kernels = [], []
-        for c, k in zip(cate, kernel):
-            heat = point_nms(torch.sigmoid(c))
-            scores.append(heat.permute(0, 2, 3, 1).flatten(1, 2))
-            kernels.append(k.permute(0, 2, 3, 1).flatten(1, 2))
-        return torch.cat(scores, dim=1), torch.cat(kernels, dim=1)
+    def forward(self, out: RawOutputs) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        scores = [point_nms(torch.sigmoid(c)).permute(0, 2, 3, 1).flatten(1, 2) for c in out.cate]
+        if out.mask_x:
+            return torch.cat(scores, dim=1), None, [*out.mask_x, *out.mask_y]
+        kernels = [k.permute(0, 2, 3, 1).flatten(1, 2) for k in out.kernel]
+        return torch.cat(scores, dim=1), torch.cat(kernels, dim=1), list(out.mask_feat)

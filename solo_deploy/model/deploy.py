@@ -7,7 +7,9 @@ fixed-size named outputs:
 
 - ``scores``  float32 (N, cells, C): category probabilities, non-peak cells zeroed;
 - ``kernels`` float32 (N, cells, E): each cell's mask kernel;
-- ``mask_feat`` float32 (N, E, H/4, W/4) for SOLOv2, or ``mask_feat_0..4`` (N, E, h_l, w_l) for SOLO.
+- ``mask_feat`` float32 (N, E, H/4, W/4) for SOLOv2, or ``mask_feat_0..4`` (N, E, h_l, w_l) for SOLO;
+- decoupled SOLO instead of ``kernels`` and ``mask_feat``: ``mask_x_0..4`` then ``mask_y_0..4``
+  float32 (N, S_l, h_l, w_l), the column and row mask logits at strides 4, 4, 8, 16, 16.
 
 Data-dependent selection (thresholds, top-k, NMS) stays out of the graph: TensorRT's TopK is
 limited to K <= 3840 and SOLO has 3872 cells.
@@ -54,6 +56,5 @@ class DeployWrapper(nn.Module):
             d = self.pad_divisor
             h, w = x.shape[-2], x.shape[-1]
             x = nn.functional.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d), value=self.pad_value)
-        out = self.net(x)
-        scores, kernels = self.decode(out.cate, out.kernel)
-        return (scores, kernels, *out.mask_feat)
+        scores, kernels, maps = self.decode(self.net(x))
+        return (scores, *maps) if kernels is None else (scores, kernels, *maps)

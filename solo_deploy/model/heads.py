@@ -1,4 +1,4 @@
-"""SOLO and SOLOv2 heads. Both return raw logits/features; no training/eval switch.
+"""SOLO, SOLOv2 and decoupled SOLO heads. All return raw logits/features; no training/eval switch.
 
 Unified raw output contract (``RawOutputs``), for L pyramid levels with grids S_l:
 - ``cate``: L tensors (N, C, S_l, S_l), category logits.
@@ -8,7 +8,11 @@ Unified raw output contract (``RawOutputs``), for L pyramid levels with grids S_
   the same "kernel x features" mask assembly and SOLO never materialises S^2 mask channels.
 - ``mask_feat``: SOLOv2: 1 tensor (N, E, H/4, W/4), the unified mask features. SOLO: L tensors
   (N, E, h_l, w_l) at strides 4, 4, 8, 16, 16, the mask-branch features before the last 1x1
-  convolution, with a constant ones channel appended for the bias.
+  convolution, with a constant ones channel appended for the bias. Decoupled SOLO: empty.
+- ``mask_x`` / ``mask_y`` (decoupled SOLO only, else empty): L tensors (N, S_l, h_l, w_l) at
+  strides 4, 4, 8, 16, 16, mask logits of the grid's columns (x) and rows (y). Cell (i, j) of
+  level l has the mask sigmoid(mask_x[l][:, j]) * sigmoid(mask_y[l][:, i]), so a level needs 2 S_l
+  maps instead of SOLO's S_l^2 (SOLO paper Sec. 3.4).
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ class RawOutputs(NamedTuple):
     cate: list[torch.Tensor]
     kernel: list[torch.Tensor]
     mask_feat: list[torch.Tensor]
+    mask_x: tuple[torch.Tensor, ...] = ()
+    mask_y: tuple[torch.Tensor, ...] = ()
 
 
 def conv_gn_relu(cin: int, cout: int, groups: int) -> nn.Sequential:
@@ -152,3 +158,49 @@ class SOLOHead(nn.Module):
             cfeat = F.interpolate(feat, size=(s, s), mode="bilinear", align_corners=False)
             cate.append(self.cate_out(self.cate_convs(cfeat)))
         return RawOutputs(cate, kernel, mask_feat)
+
+
+class DecoupledSOLOHead(nn.Module):
+    """Decoupled SOLO: per level, a category branch on the S x S grid and x / y mask branches of
+    S outputs each (mmdetection's DecoupledSOLOHead). ``light`` (DecoupledSOLOLightHead): one
+    mask tower with both coordinates, feeding both output convolutions; otherwise an x tower
+    (input + x coordinate) and a y tower (input + y coordinate)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.light = cfg.arch == "decoupled-solo-light"
+        c, f, g = cfg.fpn_channels, cfg.head_channels, cfg.norm_groups
+        if self.light:
+            self.mask_convs = nn.Sequential(
+                *[conv_gn_relu(c + 2 if i == 0 else f, f, g) for i in range(cfg.stacked_convs)])
+        else:
+            self.mask_convs_x = nn.Sequential(
+                *[conv_gn_relu(c + 1 if i == 0 else f, f, g) for i in range(cfg.stacked_convs)])
+            self.mask_convs_y = nn.Sequential(
+                *[conv_gn_relu(c + 1 if i == 0 else f, f, g) for i in range(cfg.stacked_convs)])
+        self.cate_convs = nn.Sequential(*[conv_gn_relu(c if i == 0 else f, f, g) for i in range(cfg.stacked_convs)])
+        self.cate_out = nn.Conv2d(f, cfg.num_classes, 3, padding=1)
+        self.mask_x_out = nn.ModuleList([nn.Conv2d(f, s, 3, padding=1) for s in cfg.grids])
+        self.mask_y_out = nn.ModuleList([nn.Conv2d(f, s, 3, padding=1) for s in cfg.grids])
+        _init_convs(self)
+        # mmdetection: Normal(std=0.01, bias_prob=0.01) on conv_cls and both conv_mask_list_x/_y.
+        for conv in (self.cate_out, *self.mask_x_out, *self.mask_y_out):
+            nn.init.constant_(conv.bias, cfg.prior_bias)
+
+    def forward(self, feats: list[torch.Tensor]) -> RawOutputs:
+        cate, xs, ys = [], [], []
+        for level, (feat, s) in enumerate(zip(split_levels(feats), self.cfg.grids)):
+            coord = coord_features(feat)
+            if self.light:
+                mx = my = self.mask_convs(torch.cat([feat, coord], dim=1))
+            else:
+                mx = self.mask_convs_x(torch.cat([feat, coord[:, :1]], dim=1))
+                my = self.mask_convs_y(torch.cat([feat, coord[:, 1:]], dim=1))
+            mx = F.interpolate(mx, scale_factor=2.0, mode="bilinear", align_corners=False)
+            my = mx if self.light else F.interpolate(my, scale_factor=2.0, mode="bilinear", align_corners=False)
+            xs.append(self.mask_x_out[level](mx))
+            ys.append(self.mask_y_out[level](my))
+            cfeat = F.interpolate(feat, size=(s, s), mode="bilinear", align_corners=False)
+            cate.append(self.cate_out(self.cate_convs(cfeat)))
+        return RawOutputs(cate, [], [], tuple(xs), tuple(ys))

@@ -1,8 +1,9 @@
-"""mmdetection 3.x SOLO / SOLOv2 weights -> this project's ``SOLONet`` state dict.
+"""mmdetection 3.x SOLO / SOLOv2 / decoupled SOLO weights -> this project's ``SOLONet`` state dict.
 
 :func:`from_mmdet` renames (and, for SOLO's per-cell mask convolutions, reshapes) the tensors of
 an mmdetection ``SOLO`` / ``SOLOv2`` detector with a ResNet backbone, an FPN neck
-(``add_extra_convs=False``: P6 by max-pooling) and a ``SOLOHead`` / ``SOLOV2Head`` with
+(``add_extra_convs=False``: P6 by max-pooling) and a ``SOLOHead`` / ``SOLOV2Head`` /
+``DecoupledSOLOHead`` / ``DecoupledSOLOLightHead`` with
 group-normalised convolutions, checked against the ``SOLONet`` that a ``ModelConfig`` builds.
 ``{i}``, ``{j}``, ``{p}`` are indices and parameter names, kept as they are:
 
@@ -22,6 +23,9 @@ SOLOv2: ``mask_head.mask_feature_head.conv_pred.conv|gn.{p}``   ``head.mask_out.
 SOLO: ``mask_head.mask_convs.{i}.conv|gn.{p}``                  ``head.mask_convs.{i}.0|1.{p}``
 SOLO: ``mask_head.conv_mask_list.{i}.weight`` (S^2, C, 1, 1)    ``head.mask_weight.{i}`` (S^2, C)
 SOLO: ``mask_head.conv_mask_list.{i}.bias`` (S^2,)              ``head.mask_bias.{i}`` (S^2,)
+Decoupled: ``mask_head.mask_convs_x|y.{i}.conv|gn.{p}``         ``head.mask_convs_x|y.{i}.0|1.{p}``
+Decoupled light: ``mask_head.mask_convs.{i}.conv|gn.{p}``       ``head.mask_convs.{i}.0|1.{p}``
+Decoupled: ``mask_head.conv_mask_list_x|y.{i}.{p}`` (S, C, 3, 3)  ``head.mask_x_out|mask_y_out.{i}.{p}``
 ==============================================================  ===========================================
 
 Not checkable from the weights, so they must match mmdetection's config by hand:
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -64,6 +68,12 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     ("mask_head.mask_convs.{i}.gn.{p}", "head.mask_convs.{i}.1.{p}", "stacked_convs"),
     ("mask_head.conv_mask_list.{i}.weight", "head.mask_weight.{i}", "grids (one per level)"),
     ("mask_head.conv_mask_list.{i}.bias", "head.mask_bias.{i}", "grids (one per level)"),
+    ("mask_head.mask_convs_x.{i}.conv.{p}", "head.mask_convs_x.{i}.0.{p}", "stacked_convs"),
+    ("mask_head.mask_convs_x.{i}.gn.{p}", "head.mask_convs_x.{i}.1.{p}", "stacked_convs"),
+    ("mask_head.mask_convs_y.{i}.conv.{p}", "head.mask_convs_y.{i}.0.{p}", "stacked_convs"),
+    ("mask_head.mask_convs_y.{i}.gn.{p}", "head.mask_convs_y.{i}.1.{p}", "stacked_convs"),
+    ("mask_head.conv_mask_list_x.{i}.{p}", "head.mask_x_out.{i}.{p}", "grids (one per level)"),
+    ("mask_head.conv_mask_list_y.{i}.{p}", "head.mask_y_out.{i}.{p}", "grids (one per level)"),
 )
 
 _GROUPS = {"i": r"\d+", "j": r"\d+", "2j": r"\d+", "p": r"[A-Za-z_]+", "rest": r".+"}
@@ -133,11 +143,13 @@ def _field_for(key: str, dim: int) -> str:
         return "backbone" if dim == 1 else "fpn_channels"
     if key.startswith("backbone.fpn."):
         return "fpn_channels"
-    m = re.match(r"head\.(kernel|cate|mask)_convs\.(\d+)\.", key)
+    m = re.match(r"head\.(kernel|cate|mask)_convs(?:_[xy])?\.(\d+)\.", key)
     if m:
         if dim == 1 and m.group(2) == "0":
             return "fpn_channels" if m.group(1) == "cate" else "fpn_channels or coord_kernel"
         return "head_channels"
+    if key.startswith(("head.mask_x_out.", "head.mask_y_out.")):
+        return "grids" if dim == 0 else "head_channels"
     if key.startswith("head.cate_out."):
         return "num_classes" if dim == 0 else "head_channels"
     if key.startswith("head.kernel_out."):
@@ -170,15 +182,28 @@ def unwrap_state_dict(state: object, wrappers: tuple[str, ...] = ("state_dict",)
     return out
 
 
+def weights_arch(keys: Iterable[str]) -> str | None:
+    """The architecture that mmdetection-named weights are (one of ``ARCHS``), or None."""
+    keys = list(keys)
+    if any(k.startswith("mask_head.conv_mask_list_x.") for k in keys):
+        return "decoupled-solo" if any(k.startswith("mask_head.mask_convs_x.") for k in keys) \
+            else "decoupled-solo-light"
+    if any(k.startswith(("mask_head.mask_feature_head.", "mask_head.conv_kernel.")) for k in keys):
+        return "solov2"
+    if any(k.startswith("mask_head.conv_mask_list.") for k in keys):
+        return "solo"
+    return None
+
+
+_ARCH_NAMES = {"solo": "SOLO", "solov2": "SOLOv2", "decoupled-solo": "decoupled SOLO",
+               "decoupled-solo-light": "decoupled SOLO light"}
+
+
 def _check_arch(keys: list[str], cfg: ModelConfig) -> None:
-    if any(".conv_mask_list_x." in k or ".conv_mask_list_y." in k for k in keys):
-        raise BadInputError("mmdetection weights: decoupled SOLO heads (conv_mask_list_x/_y) are not supported")
-    v2 = any(k.startswith(("mask_head.mask_feature_head.", "mask_head.conv_kernel.")) for k in keys)
-    v1 = any(k.startswith("mask_head.conv_mask_list.") for k in keys)
-    if cfg.arch == "solo" and v2 and not v1:
-        raise BadInputError("mmdetection weights are a SOLOv2 model but the config says arch='solo'")
-    if cfg.arch == "solov2" and v1 and not v2:
-        raise BadInputError("mmdetection weights are a SOLO model but the config says arch='solov2'")
+    found = weights_arch(keys)
+    if found is not None and found != cfg.arch:
+        raise BadInputError(f"mmdetection weights are a {_ARCH_NAMES[found]} model but the config says "
+                            f"arch={cfg.arch!r}")
 
 
 def from_mmdet(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The SOLO / SOLOv2 network: backbone + FPN + head, returning ``RawOutputs``."""
+"""The SOLO / SOLOv2 / decoupled SOLO network: backbone + FPN + head, returning ``RawOutputs``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from .backbone import BackboneFPN
-from .heads import RawOutputs, SOLOHead, SOLOv2Head
+from .heads import DecoupledSOLOHead, RawOutputs, SOLOHead, SOLOv2Head
 
 
 class SOLONet(nn.Module):
@@ -18,7 +18,10 @@ class SOLONet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = BackboneFPN(cfg.backbone, cfg.fpn_channels, backbone_weights, stride_in_1x1=cfg.stride_in_1x1)
-        self.head = SOLOv2Head(cfg) if cfg.arch == "solov2" else SOLOHead(cfg)
+        if cfg.decoupled:
+            self.head: nn.Module = DecoupledSOLOHead(cfg)
+        else:
+            self.head = SOLOv2Head(cfg) if cfg.arch == "solov2" else SOLOHead(cfg)
 
     def forward(self, x: torch.Tensor) -> RawOutputs:
         return self.head(self.backbone(x))

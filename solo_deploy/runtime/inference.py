@@ -18,12 +18,14 @@ from .postprocess import CellInfo, Detections, cell_info, masks_to_image, postpr
 
 
 @lru_cache(maxsize=16)
-def _cells(grids: tuple[int, ...], strides: tuple[int, ...], levels: int) -> CellInfo:
-    return cell_info(grids, strides, levels)
+def _cells(grids: tuple[int, ...], strides: tuple[int, ...], levels: int, decoupled: bool) -> CellInfo:
+    return cell_info(grids, strides, levels, decoupled)
 
 
 def cells_for(cfg: ModelConfig) -> CellInfo:
-    return _cells(cfg.grids, cfg.strides, 1 if cfg.arch == "solov2" else cfg.num_levels)
+    if cfg.decoupled:
+        return _cells(cfg.grids, cfg.strides, 2 * cfg.num_levels, True)
+    return _cells(cfg.grids, cfg.strides, 1 if cfg.arch == "solov2" else cfg.num_levels, False)
 
 
 def postprocess_outputs(meta, scores, kernels, mask_feats: Sequence[Any], post=None) -> list[Detections]:

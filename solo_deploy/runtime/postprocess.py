@@ -12,6 +12,8 @@ Inputs are the network outputs after the shared decode step (done by the model c
 * ``kernels`` (N, cells, E) float32: each cell's mask kernel.
 * ``mask_feats``: L arrays (N, E, h_l, w_l). L == 1 for SOLOv2 (one stride-4 map shared by every
   cell); L == num_levels for SOLO (cells of level l use map l, upsampled to stride 4).
+* decoupled SOLO has no ``kernels`` (None); its ``mask_feats`` are the num_levels x-maps, then the
+  num_levels y-maps, (N, S_l, h_l, w_l) logits of the grid's columns and rows.
 
 Per image (the mmdetection SOLO / SOLOv2 test procedure, vectorised, with bounded memory):
 
@@ -19,7 +21,8 @@ Per image (the mmdetection SOLO / SOLOv2 test procedure, vectorised, with bounde
    the top category scores. The reference has no such cap; its results are ours exactly
    whenever an image has at most K0 candidates (3840 by default, TensorRT's largest TopK);
 2. masks at stride 4: SOLOv2 ``sigmoid(kernels @ features)``; SOLO ``sigmoid`` at each level's
-   resolution, then bilinear upsampling of the probabilities (the reference's order);
+   resolution, then bilinear upsampling of the probabilities (the reference's order); decoupled
+   SOLO the same for the cell's column x-map and row y-map, then their product;
 3. binary = soft > ``mask_thr``; keep candidates whose mask area is larger than their cell's stride;
 4. score *= maskness (mean soft value inside the binary mask);
 5. sort, keep the top ``nms_pre``, Matrix NMS (same class only), keep decayed score >=
@@ -89,7 +92,9 @@ class CellInfo:
 
     ``level`` (cells,) int64: pyramid level of each cell. ``stride`` (cells,) int64: that level's
     stride (the mask-area threshold of step 3). ``feat_index`` (cells,) int64: which entry of
-    ``mask_feats`` the cell's mask uses (all 0 for SOLOv2, ``level`` for SOLO).
+    ``mask_feats`` the cell's mask uses (all 0 for SOLOv2, ``level`` for SOLO and for the x-maps
+    of decoupled SOLO, whose y-maps follow at ``num_levels + level``). ``row`` / ``col`` (cells,)
+    int64: the cell's place in its level's grid (decoupled SOLO's y-map and x-map channels).
     """
 
     grids: tuple[int, ...]
@@ -98,16 +103,21 @@ class CellInfo:
     level: np.ndarray
     stride: np.ndarray
     feat_index: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    decoupled: bool = False
 
     @property
     def num_cells(self) -> int:
         return int(self.level.shape[0])
 
 
-def cell_info(grids: Sequence[int], strides: Sequence[int], num_feature_levels: int) -> CellInfo:
+def cell_info(grids: Sequence[int], strides: Sequence[int], num_feature_levels: int,
+              decoupled: bool = False) -> CellInfo:
     """Build :class:`CellInfo` for grids S_l (cells = sum S_l^2) and their strides.
 
-    ``num_feature_levels`` is 1 (SOLOv2, one shared mask feature map) or ``len(grids)`` (SOLO).
+    ``num_feature_levels`` is 1 (SOLOv2, one shared mask feature map) or ``len(grids)`` (SOLO);
+    ``decoupled`` (decoupled SOLO: x- and y-maps per level) needs ``2 * len(grids)``.
     """
     grids_t = tuple(int(g) for g in grids)
     strides_t = tuple(int(s) for s in strides)
@@ -115,7 +125,10 @@ def cell_info(grids: Sequence[int], strides: Sequence[int], num_feature_levels: 
         raise BadInputError(f"need one stride per grid, got grids {grids_t} and strides {strides_t}")
     if min(grids_t) < 1 or min(strides_t) < 1:
         raise BadInputError(f"grids and strides must be positive, got {grids_t} and {strides_t}")
-    if num_feature_levels not in (1, len(grids_t)):
+    if decoupled and num_feature_levels != 2 * len(grids_t):
+        raise BadInputError(f"decoupled SOLO needs {2 * len(grids_t)} mask maps (x and y per level), "
+                            f"got {num_feature_levels}")
+    if not decoupled and num_feature_levels not in (1, len(grids_t)):
         raise BadInputError(
             f"num_feature_levels must be 1 (SOLOv2) or {len(grids_t)} (SOLO), got {num_feature_levels}"
         )
@@ -123,9 +136,12 @@ def cell_info(grids: Sequence[int], strides: Sequence[int], num_feature_levels: 
     level = np.repeat(np.arange(len(grids_t), dtype=np.int64), counts)
     stride = np.repeat(np.asarray(strides_t, dtype=np.int64), counts)
     feat_index = level.copy() if num_feature_levels > 1 else np.zeros_like(level)
-    for a in (level, stride, feat_index):
+    in_level = np.concatenate([np.arange(c, dtype=np.int64) for c in counts])
+    side = np.repeat(np.asarray(grids_t, dtype=np.int64), counts)
+    row, col = in_level // side, in_level % side
+    for a in (level, stride, feat_index, row, col):
         a.setflags(write=False)  # shared by every call: nobody may edit them in place
-    return CellInfo(grids_t, strides_t, int(num_feature_levels), level, stride, feat_index)
+    return CellInfo(grids_t, strides_t, int(num_feature_levels), level, stride, feat_index, row, col, bool(decoupled))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +448,39 @@ def _mask_values(xp: Any, kern: Array, feat_index: Array, mask_feats: Sequence[A
     return out
 
 
+def _decoupled_values(xp: Any, row: Array, col: Array, feat_index: Array, mask_feats: Sequence[Array],
+                      out_hw: tuple[int, int]) -> Array:
+    """Decoupled SOLO masks of M candidates at stride 4, flattened: (M, P) float32 probabilities.
+
+    ``row`` / ``col`` / ``feat_index`` (M,) int64: each candidate's grid row, column and level;
+    ``mask_feats``: the L x-maps (S_l, h_l, w_l), then the L y-maps. As in the reference, each
+    level's maps go through the sigmoid at their own resolution and are all upsampled to stride
+    4 before the column's x-map is multiplied by the row's y-map. Upsampling whole levels (S_l
+    <= 40 maps) rather than the candidates' rows keeps a cell's mask independent of which other
+    candidates are computed with it, so chunks and the recomputation agree bit for bit.
+    """
+    m = int(row.shape[0])
+    levels = len(mask_feats) // 2
+    out = xp.empty((m, out_hw[0] * out_hw[1]), dtype=xp.float32, device=array_device(row))
+    for lvl in range(levels):
+        (sel,) = xp.nonzero(feat_index == lvl)
+        k = int(sel.shape[0])
+        if k == 0:
+            continue
+        lo = int(sel[0])
+        if int(sel[-1]) - lo + 1 != k:
+            raise RuntimeError("internal: decoupled SOLO candidates are not in cell order")
+        planes = []
+        for maps in (mask_feats[lvl], mask_feats[levels + lvl]):
+            s_l = int(maps.shape[0])
+            probs = _sigmoid(xp, xp.astype(maps, xp.float32, copy=False))
+            planes.append(xp.reshape(resize_bilinear(probs, out_hw), (s_l, -1)))
+        xs = xp.take(planes[0], col[lo : lo + k], axis=0)
+        ys = xp.take(planes[1], row[lo : lo + k], axis=0)
+        out[lo : lo + k, ...] = xs * ys
+    return out
+
+
 def _cat(xp: Any, parts: list[Array]) -> Array:
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
@@ -473,23 +522,23 @@ def _empty(xp: Any, dev: Any, out_hw: tuple[int, int]) -> Detections:
 
 def postprocess_single(
     scores: Array,
-    kernels: Array,
+    kernels: Array | None,
     mask_feats: Sequence[Array],
     cells: CellInfo,
     cfg: PostprocessConfig,
     input_hw: tuple[int, int],
 ) -> Detections:
-    """One image: ``scores`` (cells, C), ``kernels`` (cells, E), ``mask_feats`` L x (E, h_l, w_l).
+    """One image: ``scores`` (cells, C), ``kernels`` (cells, E), ``mask_feats`` L x (E, h_l, w_l);
+    decoupled SOLO: ``kernels`` None, ``mask_feats`` the x-maps then the y-maps (S_l, h_l, w_l).
 
     ``input_hw`` is the network input size; masks come out at (input_h // 4, input_w // 4).
     """
-    xp = array_namespace(scores, kernels, *mask_feats)
+    xp = array_namespace(scores, *mask_feats)
     dev = array_device(scores)
     _check_single(scores, kernels, mask_feats, cells)
     out_hw = (int(input_hw[0]) // 4, int(input_hw[1]) // 4)
     num_classes = int(scores.shape[1])
     flat = xp.reshape(xp.astype(scores, xp.float32, copy=False), (-1,))
-    kernels = xp.astype(kernels, xp.float32, copy=False)
 
     # 1. Candidates (cell, class) above score_thr; at most max_candidates (K0) of them, by
     # category score, bound the mask work below. Back in cell order (SOLO's levels are then
@@ -504,10 +553,22 @@ def postprocess_single(
     cand_scores = xp.take(flat, cand)
     cell = cand // num_classes
     labels = xp.astype(cand % num_classes, xp.int64)
-    kern = xp.take(kernels, cell, axis=0)
     feat_index = xp.take(_as_xp(xp, cells.feat_index, xp.int64, dev), cell)
-    probs = len(mask_feats) > 1  # SOLO: probabilities (sigmoid before the upsampling)
+    if cells.decoupled:
+        row = xp.take(_as_xp(xp, cells.row, xp.int64, dev), cell)
+        col = xp.take(_as_xp(xp, cells.col, xp.int64, dev), cell)
+    else:
+        kern = xp.take(xp.astype(kernels, xp.float32, copy=False), cell, axis=0)
+    # SOLO and decoupled SOLO: probabilities (sigmoid before the upsampling); SOLOv2: logits.
+    probs = cells.num_feature_levels > 1
     thr = float(cfg.mask_thr) if probs else _logit(float(cfg.mask_thr))
+
+    def values(sel: Array) -> Array:
+        """Masks (len(sel), P) of the candidates at positions ``sel`` (ascending)."""
+        if cells.decoupled:
+            return _decoupled_values(xp, xp.take(row, sel), xp.take(col, sel), xp.take(feat_index, sel),
+                                     mask_feats, out_hw)
+        return _mask_values(xp, xp.take(kern, sel, axis=0), xp.take(feat_index, sel), mask_feats, out_hw, probs)
 
     # 2-4. Masks at stride 4 (logits, or SOLO's probabilities), binary = above mask_thr, mask
     # area and maskness (mean probability inside the mask), in chunks of at most _MASK_CHUNK_ELEMS
@@ -519,7 +580,7 @@ def postprocess_single(
     areas, maskness, vals_parts, inside_parts = [], [], [], []
     for start in range(0, m, chunk):
         stop = min(m, start + chunk)
-        vals = _mask_values(xp, kern[start:stop, ...], feat_index[start:stop], mask_feats, out_hw, probs)
+        vals = values(xp.arange(start, stop, device=dev))
         inside = vals > thr
         area, mk = _mask_stats(xp, vals, inside, probs)
         areas.append(area)
@@ -548,8 +609,7 @@ def postprocess_single(
         vals, inside, rows = _cat(xp, vals_parts), _cat(xp, inside_parts), idx
     else:
         by_cell = xp.argsort(idx)  # computed in cell order (SOLO levels contiguous), used by rank
-        again = xp.take(idx, by_cell)
-        vals = _mask_values(xp, xp.take(kern, again, axis=0), xp.take(feat_index, again), mask_feats, out_hw, probs)
+        vals = values(xp.take(idx, by_cell))
         inside, rows = vals > thr, xp.argsort(by_cell)
         # Areas of exactly these masks: a matmul over another number of rows may round a logit
         # at the threshold the other way, and Matrix NMS's IoUs need areas that match the masks.
@@ -573,34 +633,44 @@ def postprocess_single(
 
 def postprocess_batch(
     scores: Array,
-    kernels: Array,
+    kernels: Array | None,
     mask_feats: Sequence[Array],
     cells: CellInfo,
     cfg: PostprocessConfig,
     input_hw: tuple[int, int],
 ) -> list[Detections]:
-    """N images: ``scores`` (N, cells, C), ``kernels`` (N, cells, E), ``mask_feats`` L x (N, E, h, w).
+    """N images: ``scores`` (N, cells, C), ``kernels`` (N, cells, E), ``mask_feats`` L x (N, E, h, w);
+    decoupled SOLO: ``kernels`` None, ``mask_feats`` the x-maps then the y-maps (N, S_l, h_l, w_l).
 
     Returns one :class:`Detections` per image, arrays in the inputs' namespace and device.
     """
-    if getattr(scores, "ndim", None) != 3 or getattr(kernels, "ndim", None) != 3:
+    if kernels is None and not cells.decoupled:
+        raise BadInputError("kernels are missing: only decoupled SOLO models have none")
+    if getattr(scores, "ndim", None) != 3 or (kernels is not None and getattr(kernels, "ndim", None) != 3):
         raise BadInputError(
             f"expected scores (N, cells, C) and kernels (N, cells, E), got shapes "
             f"{tuple(getattr(scores, 'shape', ()))} and {tuple(getattr(kernels, 'shape', ()))}"
         )
     n = int(scores.shape[0])
-    if int(kernels.shape[0]) != n or any(f.ndim != 4 or int(f.shape[0]) != n for f in mask_feats):
+    if (kernels is not None and int(kernels.shape[0]) != n) or any(
+            f.ndim != 4 or int(f.shape[0]) != n for f in mask_feats):
         raise BadInputError(
-            f"batch sizes differ: scores {n}, kernels {kernels.shape[0]}, "
+            f"batch sizes differ: scores {n}, kernels {None if kernels is None else kernels.shape[0]}, "
             f"mask_feats {[tuple(f.shape) for f in mask_feats]} (each must be (N, E, h, w))"
         )
     return [
-        postprocess_single(scores[i, ...], kernels[i, ...], [f[i, ...] for f in mask_feats], cells, cfg, input_hw)
+        postprocess_single(scores[i, ...], None if kernels is None else kernels[i, ...],
+                           [f[i, ...] for f in mask_feats], cells, cfg, input_hw)
         for i in range(n)
     ]
 
 
-def _check_single(scores: Array, kernels: Array, mask_feats: Sequence[Array], cells: CellInfo) -> None:
+def _check_single(scores: Array, kernels: Array | None, mask_feats: Sequence[Array], cells: CellInfo) -> None:
+    if cells.decoupled:
+        _check_decoupled(scores, kernels, mask_feats, cells)
+        return
+    if kernels is None:
+        raise BadInputError("kernels are missing: only decoupled SOLO models have none")
     if scores.ndim != 2 or kernels.ndim != 2:
         raise BadInputError(
             f"expected scores (cells, C) and kernels (cells, E), got {tuple(scores.shape)} and {tuple(kernels.shape)}"
@@ -616,6 +686,22 @@ def _check_single(scores: Array, kernels: Array, mask_feats: Sequence[Array], ce
     for f in mask_feats:
         if f.ndim != 3 or int(f.shape[0]) != e:
             raise BadInputError(f"mask features {tuple(f.shape)} do not match kernels of length {e}")
+
+
+def _check_decoupled(scores: Array, kernels: Array | None, maps: Sequence[Array], cells: CellInfo) -> None:
+    if kernels is not None:
+        raise BadInputError("decoupled SOLO outputs have no kernels")
+    if scores.ndim != 2 or int(scores.shape[0]) != cells.num_cells:
+        raise BadInputError(f"expected scores ({cells.num_cells}, C) for grids {cells.grids}, "
+                            f"got {tuple(scores.shape)}")
+    if len(maps) != cells.num_feature_levels:
+        raise BadInputError(f"expected {cells.num_feature_levels} mask maps (x then y per level), got {len(maps)}")
+    levels = len(cells.grids)
+    for i, f in enumerate(maps):
+        s = cells.grids[i % levels]
+        if f.ndim != 3 or int(f.shape[0]) != s:
+            raise BadInputError(f"mask map {'xy'[i // levels]}_{i % levels} has shape {tuple(f.shape)}, "
+                                f"expected ({s}, h, w) for a grid of {s}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One runner interface over every inference backend (PyTorch, ONNX Runtime, TensorRT, Triton).
 
 A runner takes the preprocessed uint8 RGB batch (N, H, W, 3) as numpy and returns the raw deploy
-outputs ``(scores (N, cells, C), kernels (N, cells, E), [mask_feat, ...])`` as arrays of its
+outputs ``(scores (N, cells, C), kernels (N, cells, E) or None, [mask maps])`` as arrays of its
 device (numpy on the host; torch/CuPy arrays stay on the GPU for post-processing); see
 :class:`Runner` for the life cycle and the stages. Heavy dependencies load when a runner starts.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from .._lazy import lazy_import
 from .._paths import check_model_path
 from ..core.inspect import detect_backend, inspect_model, onnx_meta
-from ..core.meta import INPUT_NAME, ModelMeta, output_names
+from ..core.meta import INPUT_NAME, ModelMeta, output_names, split_outputs
 from ..errors import BadInputError, one_line
 from .devices import cuda_provider_works, device_index, parse_device
 
@@ -76,7 +76,8 @@ class Runner:
     :attr:`timings`: :meth:`to_device` (uint8 (N, H, W, 3) numpy batch -> the backend's input),
     :meth:`infer`, :meth:`to_host` (-> the outputs, in :attr:`output_names` order, where
     post-processing runs: numpy on the host; torch CUDA tensors stay on the GPU).
-    ``runner(images)`` returns ``(scores (N, cells, C), kernels (N, cells, E), [mask_feat, ...])``;
+    ``runner(images)`` returns ``(scores (N, cells, C), kernels (N, cells, E), [mask_feat, ...])``
+    (decoupled SOLO: ``(scores, None, [mask_x_0.., mask_y_0..])``, see ``core.meta.split_outputs``);
     :meth:`run` returns the outputs by name. A runner that is called before :meth:`start` starts itself.
     """
 
@@ -165,8 +166,7 @@ class Runner:
         return dict(zip(self.output_names, arrays))
 
     def __call__(self, images: np.ndarray) -> tuple[Any, Any, list[Any]]:
-        arrays = self.outputs(images)
-        return arrays[0], arrays[1], list(arrays[2:])
+        return split_outputs(self.meta.model, self.outputs(images))
 
 
 class TorchRunner(Runner):

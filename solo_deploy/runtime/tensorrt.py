@@ -112,8 +112,9 @@ class TensorRTRunner(Runner):
     """Runs a solo-deploy engine with CUDA buffers owned by torch; outputs stay torch CUDA tensors.
 
     ``runner(images)``: uint8 (N, H, W, 3) numpy or torch tensor -> ``(scores, kernels,
-    [mask_feat, ...])`` as torch CUDA tensors, enqueued on torch's current stream (so
-    post-processing on the same stream is ordered after inference without a host sync).
+    [mask_feat, ...])`` (decoupled SOLO: ``kernels`` None, the x- and y-maps) as torch CUDA
+    tensors, enqueued on torch's current stream (so post-processing on the same stream is
+    ordered after inference without a host sync).
     Building it checks the file, its sidecar, TensorRT's version and the GPU; :meth:`start`
     deserializes the engine. Not executable on the development machine: no TensorRT, no GPU there.
     """

@@ -5,7 +5,8 @@ written by ``solo-deploy export --format triton`` (its folder name is the model 
 ``config.pbtxt`` supplies the metadata without a server round trip). gRPC by default
 (``host:8001``); a URL starting with ``http://`` uses the HTTP client (``host:8000``).
 
-Returns the raw deploy outputs ``(scores, kernels, [mask_feat, ...])`` as numpy arrays.
+Returns the raw deploy outputs ``(scores, kernels, [mask_feat, ...])`` as numpy arrays (decoupled
+SOLO: ``(scores, None, [mask_x_0.., mask_y_0..])``).
 """
 from __future__ import annotations
 

@@ -68,14 +68,41 @@ def predict_masks(
     return logits
 
 
+def decoupled_mask_probs(
+    cfg: ModelConfig, out: RawOutputs, img: torch.Tensor, cell: torch.Tensor, out_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Decoupled SOLO mask probabilities (P, h, w) of chosen (image, cell) pairs:
+    sigmoid(x-map of the cell's column) * sigmoid(y-map of its row), as the reference's loss
+    computes them, upsampled to ``out_hw`` (stride 4) like SOLO's logits above."""
+    levels = cell_levels(cfg, cell.device)[cell]
+    starts = torch.tensor([0] + [s * s for s in cfg.grids], device=cell.device).cumsum(0)[:-1]
+    grids = torch.tensor(cfg.grids, device=cell.device)
+    in_level = cell - starts[levels]
+    row, col = in_level // grids[levels], in_level % grids[levels]
+    probs = out.mask_x[0].new_zeros((cell.numel(), *out_hw))
+    for lvl, (mx, my) in enumerate(zip(out.mask_x, out.mask_y)):
+        sel = torch.nonzero(levels == lvl).flatten()
+        if sel.numel() == 0:
+            continue
+        m = torch.sigmoid(mx[img[sel], col[sel]]) * torch.sigmoid(my[img[sel], row[sel]])  # (k, h_l, w_l)
+        if tuple(m.shape[-2:]) != tuple(out_hw):
+            m = F.interpolate(m[:, None], size=out_hw, mode="bilinear", align_corners=False)[:, 0]
+        probs[sel] = m
+    return probs
+
+
 def solo_loss(cfg: ModelConfig, out: RawOutputs, targets: Targets) -> dict[str, torch.Tensor]:
     """Total loss and its parts: {"loss", "loss_cate", "loss_mask"} (scalars)."""
     logits = flatten_levels(out.cate).reshape(-1, cfg.num_classes)
     num_pos = targets.num_pos
     loss_cate = focal_loss(logits, targets.cate.reshape(-1), cfg.num_classes, num_pos)
     if num_pos:
-        mask_logits = predict_masks(cfg, out, targets.pos_img, targets.pos_cell, tuple(targets.mask.shape[-2:]))
-        loss_mask = dice_loss(torch.sigmoid(mask_logits), targets.mask).mean() * DICE_WEIGHT
+        out_hw = tuple(targets.mask.shape[-2:])
+        if cfg.decoupled:
+            probs = decoupled_mask_probs(cfg, out, targets.pos_img, targets.pos_cell, out_hw)
+        else:
+            probs = torch.sigmoid(predict_masks(cfg, out, targets.pos_img, targets.pos_cell, out_hw))
+        loss_mask = dice_loss(probs, targets.mask).mean() * DICE_WEIGHT
     else:
         loss_mask = logits.sum() * 0.0
     return {"loss": loss_cate + loss_mask, "loss_cate": loss_cate, "loss_mask": loss_mask}

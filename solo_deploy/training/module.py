@@ -114,9 +114,9 @@ class SOLOModule(pl.LightningModule):
 
         images = batch["images"]
         out = self(images)
-        scores, kernels = self.decode(out.cate, out.kernel)
+        scores, kernels, maps = self.decode(out)
         self._val_results += detections_to_results(
-            self.meta, scores, kernels, list(out.mask_feat), [m["letterbox"] for m in batch["meta"]],
+            self.meta, scores, kernels, maps, [m["letterbox"] for m in batch["meta"]],
             [m["image_id"] for m in batch["meta"]], self.cat_ids,
         )
 

@@ -1,4 +1,4 @@
-"""`calibrate` on a real (tiny, random-weight) SOLOv2 export: .safetensors in, exported through the
+"""`calibrate` on a real (tiny, random-weight) SOLOv2 and decoupled SOLO export: .safetensors in, exported through the
 ONNX cache, real evaluation, both Q/DQ models run in ORT close to FP32 and load in the runtime."""
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from solo_deploy.calibration.trt_cache import read_cache
 
 # Relative-error bounds of the INT8 models vs FP32 on held-out images, for this tiny
 # random-weight network (untrained weights amplify rounding more than a trained model does;
-# measured over 8 val images: kernels <= 0.093, mask_feat <= 0.146, scores mean abs <= 0.017).
+# measured over 8 val images: kernels <= 0.093, mask_feat <= 0.146, scores mean abs <= 0.017;
+# decoupled SOLO's x / y logits <= 0.16 on the CPU model and <= 0.20 on the TensorRT placement).
 REL_L2_BOUND = 0.25  # kernels, mask_feat: ||int8 - fp32|| / ||fp32||
 SCORE_MAE_BOUND = 0.05  # scores are probabilities: mean absolute difference
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["solov2", "decoupled-solo"])
+def run(request, tmp_path_factory):
     import torch
     from conftest import tiny_config
 
@@ -30,11 +31,19 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_solo")
     torch.manual_seed(0)  # same bytes every run: the ONNX export cache hits after the first
-    cfg = tiny_config()
-    model = save_model_file(root / "tiny.safetensors", SOLONet(cfg).state_dict(),
+    cfg = tiny_config(request.param)
+    net = SOLONet(cfg)
+    if cfg.decoupled:
+        # The prior bias (-4.6) would dominate every x / y logit and hide the rounding: spread them.
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in net.head.named_parameters():
+                if name.startswith(("mask_x_out.", "mask_y_out.")):
+                    p.normal_(0, 0.5 if name.endswith("weight") else 0.3, generator=g)
+    model = save_model_file(root / "tiny.safetensors", net.state_dict(),
                             ModelMeta(model=cfg, preprocess=PreprocessSpec(input_hw=(64, 64)),
                                       class_names=("circle", "rectangle", "triangle", "ring"),
-                                      preset="solov2-light-r18"))
+                                      preset="solov2-light-r18" if request.param == "solov2" else "decoupled-solo-r50"))
     res = calibrate(model, "synthetic", root / "out", images=8, force=True, eval_images=2, threads=1, bench_runs=1,
                     max_ap_drop=100.0)
     return res
@@ -58,8 +67,11 @@ def test_report_and_files(run) -> None:
     kept = rep["fp32_kept"]
     assert kept["preprocessing"] == ["/Cast_input_first", "/Transpose", "/BatchNormalization"]
     outs = kept["output_layers_cpu"]
-    assert any("cate_out" in n for n in outs) and any("kernel_out" in n for n in outs)
-    assert any("mask_out" in n for n in outs) and not any("backbone" in n for n in outs)
+    assert any("cate_out" in n for n in outs) and not any("backbone" in n for n in outs)
+    if rep["model"]["arch"] == "solov2":
+        assert any("kernel_out" in n for n in outs) and any("mask_out" in n for n in outs)
+    else:  # decoupled SOLO: the x / y output convolutions of every level
+        assert sum("mask_x_out" in n for n in outs) == sum("mask_y_out" in n for n in outs) == 5
     head, scales = read_cache(run.files["cache"])
     fp32 = onnx.load(str(run.files["fp32"]), load_external_data=False)
     conv_out = next(n.output[0] for n in fp32.graph.node if n.op_type == "Conv")
@@ -104,5 +116,9 @@ def test_runtime_takes_int8_models(run) -> None:
         assert meta.model.num_classes == 4 and meta.preprocess.input_hw == (64, 64)
         runner = make_runner(run.files[role], threads=1)
         assert runner.backend == "onnxruntime"
-        scores, _kernels, feats = runner(_held_out(meta, 1))
-        assert scores.dtype == np.float32 and scores.shape[0] == 1 and len(feats) == 1
+        scores, kernels, feats = runner(_held_out(meta, 1))
+        assert scores.dtype == np.float32 and scores.shape[0] == 1
+        if meta.model.decoupled:
+            assert kernels is None and len(feats) == 10
+        else:
+            assert kernels.shape[0] == 1 and len(feats) == 1

@@ -42,6 +42,9 @@ def save_tiny(path: Path, preset: str, input_hw: tuple[int, int] = (64, 64), liv
                     p.normal_(0, 0.3, generator=g)
                 elif name.startswith("mask_weight"):
                     p.normal_(0, 1.5, generator=g)
+                elif name.startswith(("mask_x_out.", "mask_y_out.")):
+                    # decoupled SOLO: x / y maps spread around 0 (the prior bias makes every mask empty)
+                    p.normal_(0, 0.5 if name.endswith("weight") else 0.3, generator=g)
     spec = spec if spec is not None else PreprocessSpec(input_hw=input_hw)
     meta = ModelMeta(model=cfg, preprocess=spec, class_names=CLASS_NAMES, preset=preset)
     return save_model_file(path, net.state_dict(), meta)

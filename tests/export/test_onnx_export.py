@@ -1,5 +1,5 @@
-"""FP32 ONNX export of a SOLOv2-light-R18-shaped and a SOLO-R50-shaped tiny model: ORT vs PyTorch,
-output contract, metadata round trip, post-processed instance agreement."""
+"""FP32 ONNX export of tiny models shaped like SOLOv2-light R18, SOLO R50 and both decoupled SOLO
+R50 heads: ORT vs PyTorch, output contract, metadata round trip, post-processed instance agreement."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ from solo_deploy.model.deploy import DeployWrapper, output_names
 from solo_deploy.model.modelfile import build_network, file_sha256
 from solo_deploy.runtime.runners import OnnxRunner, onnx_meta
 
-PRESETS = ["solov2-light-r18", "solo-r50"]
+PRESETS = ["solov2-light-r18", "solo-r50", "decoupled-solo-r50", "decoupled-solo-light-r50"]
 
 
 @pytest.fixture(scope="module", params=PRESETS)
@@ -62,10 +62,15 @@ def test_output_contract(exported):
     assert [o.name for o in m.graph.output] == output_names(cfg)
     dims = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in m.graph.output}
     assert dims["scores"] == [1, cfg.num_cells, cfg.num_classes]
-    assert dims["kernels"] == [1, cfg.num_cells, cfg.kernel_channels]
+    if cfg.decoupled:
+        for xy in "xy":
+            assert [dims[f"mask_{xy}_{i}"] for i in range(5)] == [
+                [1, s, side, side] for s, side in zip(cfg.grids, (16, 16, 8, 4, 4))]
+    else:
+        assert dims["kernels"] == [1, cfg.num_cells, cfg.kernel_channels]
     if cfg.arch == "solov2":
         assert dims["mask_feat"] == [1, cfg.mask_channels, 16, 16]
-    else:
+    elif cfg.arch == "solo":
         assert [dims[f"mask_feat_{i}"][2] for i in range(5)] == [16, 16, 8, 4, 4]
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in m.graph.output)
     # TensorRT takes uint8 only into a Cast: the exporter moves the Cast before the Transpose.
@@ -97,7 +102,8 @@ def test_onnx_runner_runs_the_export(exported):
     model, result = exported
     runner = OnnxRunner(result.path)
     scores, kernels, feats = runner(random_images(2, (64, 64)))  # static batch 1, run image by image
-    assert scores.shape[0] == 2 and kernels.shape[0] == 2 and all(f.shape[0] == 2 for f in feats)
+    assert scores.shape[0] == 2 and all(f.shape[0] == 2 for f in feats)
+    assert (kernels is None) == runner.meta.model.decoupled and (kernels is None or kernels.shape[0] == 2)
     net, meta = build_network(model)
     ref = DeployWrapper(net, meta.preprocess).eval()
     with torch.inference_mode():

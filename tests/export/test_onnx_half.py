@@ -15,10 +15,10 @@ from solo_deploy.model.modelfile import build_network
 from solo_deploy.runtime.runners import onnx_meta
 
 
-@pytest.fixture(scope="module")
-def half_export(tmp_path_factory):
+@pytest.fixture(scope="module", params=["solov2-light-r18", "decoupled-solo-r50"])
+def half_export(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("half")
-    model = save_tiny(folder / "m.safetensors", "solov2-light-r18")
+    model = save_tiny(folder / "m.safetensors", request.param)
     result = export_onnx(model, folder / "m16.onnx", half=True, opset=13)
     return model, result
 
@@ -33,7 +33,7 @@ def test_graph_types(half_export):
     types = {i.name: i.data_type for i in m.graph.initializer}
     assert {types[w] for w in conv_weights} == {onnx.TensorProto.FLOAT16}
     assert onnx_precision(m) == "fp16"
-    assert result.precision == "fp16" and onnx_meta(result.path).preset == "solov2-light-r18"
+    assert result.precision == "fp16" and onnx_meta(result.path).preset in ("solov2-light-r18", "decoupled-solo-r50")
     assert check_tensorrt_compat(m) == []
 
 

@@ -11,7 +11,7 @@ from export_helpers import save_tiny
 
 from solo_deploy.export.onnx_export import export_onnx
 
-PRESETS = ["solo-r50", "solov2-r50", "solov2-light-r50"]
+PRESETS = ["solo-r50", "solov2-r50", "solov2-light-r50", "decoupled-solo-r50", "decoupled-solo-light-r50"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -149,6 +149,33 @@ def test_legacy_checkpoints_import_through_the_cli(tmp_path: Path, fmt: str) -> 
         assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
 
 
+def test_wxinlong_decoupled_solo_light_imports_through_the_cli(tmp_path: Path) -> None:
+    """WXinlong/SOLO's DecoupledSOLOLightHead (mapped, not parity-tested): a strict decoupled model
+    with the family's test scale (852 x 512) and thresholds, whose network runs."""
+    import torch
+    from test_legacy_keys import materialise, wxinlong_decoupled_solo_light_r50
+
+    from solo_deploy.model.modelfile import build_network
+
+    torch.manual_seed(0)
+    state = materialise(wxinlong_decoupled_solo_light_r50(), device="cpu")
+    ckpt = tmp_path / "decoupled_solo_light_release_r50_fpn_8gpu_3x.pth"
+    torch.save({"state_dict": state, "meta": {"epoch": 36}}, ckpt)
+    out = tmp_path / "dsolo light.safetensors"
+    proc = run_cli("import", ckpt, "-o", out, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "(wxinlong checkpoint, decoupled-solo-light resnet50" in proc.stdout, proc.stdout
+    assert "keep ratio into 852 x 512" in proc.stdout, proc.stdout
+    net, meta = build_network(out)
+    assert meta.preset == "decoupled-solo-light-r50" and meta.model.num_classes == 80
+    assert torch.equal(net.head.mask_y_out[3].weight, state["bbox_head.dsolo_ins_list_y.3.weight"])
+    assert torch.equal(net.head.mask_convs[0][0].weight, state["bbox_head.ins_convs.0.conv.weight"])
+    with torch.inference_mode():
+        raw = net(torch.zeros(1, 3, 64, 96))
+    sizes = ((16, 24), (16, 24), (8, 12), (4, 6), (4, 6))  # strides 4, 4, 8, 16, 16 of 64 x 96
+    assert [tuple(t.shape) for t in raw.mask_x] == [(1, s, h, w) for s, (h, w) in zip((40, 36, 24, 16, 12), sizes)]
+
+
 def test_fine_tune_an_imported_model_on_a_coco_folder(tmp_path: Path) -> None:
     """import -> train --from on other classes (a user's COCO folder) -> a model of the same architecture."""
     from solo_deploy.model.modelfile import read_model

@@ -123,6 +123,36 @@ def wxinlong_solo_r50() -> Shapes:
     return mmdet1_resnet(50) | mmdet1_fpn([256, 512, 1024, 2048]) | wxinlong_solo_head()
 
 
+def wxinlong_decoupled_head(light: bool, stacked: int, feat: int = 256, cin: int = 256) -> Shapes:
+    """DecoupledSOLOHead._init_layers (mmdet/models/anchor_heads/decoupled_solo_head.py):
+    ins_convs_x / ins_convs_y (input cin + 1, one coordinate each), cate_convs, dsolo_ins_list_x /
+    _y (3x3 conv to S per level, with bias), dsolo_cate. DecoupledSOLOLightHead
+    (decoupled_solo_light_head.py): one shared ins_convs tower (input cin + 2) instead."""
+    out: Shapes = {}
+    for i in range(stacked):
+        if light:
+            out |= _conv_gn(f"bbox_head.ins_convs.{i}", cin + 2 if i == 0 else feat, feat)
+        else:
+            out |= _conv_gn(f"bbox_head.ins_convs_x.{i}", cin + 1 if i == 0 else feat, feat)
+            out |= _conv_gn(f"bbox_head.ins_convs_y.{i}", cin + 1 if i == 0 else feat, feat)
+        out |= _conv_gn(f"bbox_head.cate_convs.{i}", cin if i == 0 else feat, feat)
+    for level, s in enumerate(GRIDS):
+        for xy in "xy":
+            out |= {f"bbox_head.dsolo_ins_list_{xy}.{level}.weight": (s, feat, 3, 3),
+                    f"bbox_head.dsolo_ins_list_{xy}.{level}.bias": (s,)}
+    return out | {"bbox_head.dsolo_cate.weight": (NUM_CLASSES, feat, 3, 3), "bbox_head.dsolo_cate.bias": (NUM_CLASSES,)}
+
+
+def wxinlong_decoupled_solo_r50() -> Shapes:
+    """configs/solo/decoupled_solo_r50_fpn_8gpu_3x.py: DecoupledSOLOHead 7 x 256."""
+    return mmdet1_resnet(50) | mmdet1_fpn([256, 512, 1024, 2048]) | wxinlong_decoupled_head(False, 7)
+
+
+def wxinlong_decoupled_solo_light_r50() -> Shapes:
+    """configs/solo/decoupled_solo_light_r50_fpn_8gpu_3x.py: DecoupledSOLOLightHead 4 x 256."""
+    return mmdet1_resnet(50) | mmdet1_fpn([256, 512, 1024, 2048]) | wxinlong_decoupled_head(True, 4)
+
+
 def wxinlong_solov2_r50() -> Shapes:
     """configs/solov2/solov2_r50_fpn_8gpu_3x.py: SOLOv2Head 4 x 512, ins_out_channels 256;
     MaskFeatHead out_channels 128, num_classes 256."""
@@ -229,6 +259,9 @@ CASES: dict[str, tuple[Callable[[], Shapes], Callable, str, str]] = {
     "wxinlong-solo-r50": (wxinlong_solo_r50, wxinlong_to_mmdet, "solo-r50", "wxinlong"),
     "wxinlong-solov2-r50": (wxinlong_solov2_r50, wxinlong_to_mmdet, "solov2-r50", "wxinlong"),
     "wxinlong-solov2-light-r18": (wxinlong_solov2_light_r18, wxinlong_to_mmdet, "solov2-light-r18", "wxinlong"),
+    "wxinlong-decoupled-solo-r50": (wxinlong_decoupled_solo_r50, wxinlong_to_mmdet, "decoupled-solo-r50", "wxinlong"),
+    "wxinlong-decoupled-solo-light-r50": (wxinlong_decoupled_solo_light_r50, wxinlong_to_mmdet,
+                                          "decoupled-solo-light-r50", "wxinlong"),
     "adelaidet-solov2-r50": (adelaidet_solov2_r50, adelaidet_to_mmdet, "solov2-r50", "adelaidet"),
 }
 
@@ -345,19 +378,6 @@ def dcn_keys() -> Shapes:
     return out
 
 
-def decoupled_keys() -> Shapes:
-    """DecoupledSOLOHead._init_layers (mmdet/models/anchor_heads/decoupled_solo_head.py)."""
-    out = mmdet1_resnet(50) | mmdet1_fpn([256, 512, 1024, 2048])
-    for i in range(7):
-        out |= _conv_gn(f"bbox_head.ins_convs_x.{i}", 257 if i == 0 else 256, 256)
-        out |= _conv_gn(f"bbox_head.ins_convs_y.{i}", 257 if i == 0 else 256, 256)
-        out |= _conv_gn(f"bbox_head.cate_convs.{i}", 256, 256)
-    for level, s in enumerate(GRIDS):
-        out |= {f"bbox_head.dsolo_ins_list_x.{level}.weight": (s, 256, 3, 3),
-                f"bbox_head.dsolo_ins_list_y.{level}.weight": (s, 256, 3, 3)}
-    return out | {"bbox_head.dsolo_cate.weight": (NUM_CLASSES, 256, 3, 3)}
-
-
 @pytest.mark.parametrize(("keys", "message"), [
     (mask_rcnn_keys, r"Mask R-CNN checkpoint \(roi_head\.\* keys\): not a SOLO model"),
     (lambda: {"backbone.bottom_up.stem.conv1.weight": (64, 3, 7, 7), "proposal_generator.rpn_head.conv.weight": (1,),
@@ -367,10 +387,6 @@ def decoupled_keys() -> Shapes:
     (dcn_keys, r"a DCN model \(conv_offset keys\): deformable convolutions are not supported"),
     (lambda: adelaidet_solov2_r50() | {"backbone.bottom_up.res3.0.conv2_offset.weight": (18, 128, 3, 3)},
      r"DCN model \(conv2_offset keys\)"),
-    (decoupled_keys, r"Decoupled SOLO \(ins_convs_x keys\): not supported yet"),
-    (lambda: {"mask_head.mask_convs_x.0.conv.weight": (256, 257, 3, 3),
-              "mask_head.conv_mask_list_x.0.weight": (40, 256, 3, 3), "mask_head.conv_cls.weight": (80, 256, 3, 3)},
-     r"Decoupled SOLO \(conv_mask_list_x keys\): not supported yet"),
     (lambda: detectron2_resnet50() | detectron2_fpn([256, 512, 1024, 2048]) | adelaidet_heads(norm=False),
      r"without GroupNorm"),
     (lambda: mmdet1_resnet(50) | mmdet1_fpn([256, 512, 1024, 2048]), r"only backbone / FPN weights"),

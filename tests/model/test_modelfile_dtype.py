@@ -48,3 +48,15 @@ def test_train_refuses_a_bad_weight_dtype_before_training(tmp_path: Path) -> Non
     proc = run_cli("train", "--recipe", recipe, "-o", tmp_path / "run", cwd=tmp_path)
     assert_one_line_error(proc, 2, "model_file_dtype", "fp16")
     assert not (tmp_path / "run").exists()
+
+
+def test_schema_version_is_the_lowest_that_describes_the_file() -> None:
+    """Decoupled SOLO needs schema 3; other files stay at 2, which solo-deploy 0.3.0 reads. A
+    newer schema than this version reads is one line asking for an upgrade."""
+    assert _meta().to_dict()["schema_version"] == 2
+    dsolo = ModelMeta(model=get_preset("decoupled-solo-light-r50", 2), preprocess=PreprocessSpec(input_hw=(64, 64)),
+                      class_names=("a", "b"))
+    d = dsolo.to_dict()
+    assert d["schema_version"] == 3 and ModelMeta.from_dict(d) == dsolo
+    with pytest.raises(BadInputError, match="schema version 4; this solo-deploy reads up to 3: upgrade solo-deploy"):
+        ModelMeta.from_dict({**d, "schema_version": 4}, source="m.safetensors")

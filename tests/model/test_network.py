@@ -16,17 +16,40 @@ def test_output_shapes_every_preset(preset, hw):
     cfg = get_preset(preset, num_classes=3)
     with torch.device("meta"):  # shapes only: the full heads cost tens of GFLOPs
         out = SOLONet(cfg)(torch.empty(2, 3, *hw))
-        scores, kernels = Decode()(out.cate, out.kernel)
+        scores, kernels, maps = Decode()(out)
     h, w = hw
+    sizes = [(h // 4, w // 4), (h // 4, w // 4), (h // 8, w // 8), (h // 16, w // 16), (h // 16, w // 16)]
     assert [tuple(c.shape) for c in out.cate] == [(2, 3, s, s) for s in cfg.grids]
-    assert [tuple(k.shape) for k in out.kernel] == [(2, cfg.kernel_channels, s, s) for s in cfg.grids]
     assert tuple(scores.shape) == (2, cfg.num_cells, 3)
+    if cfg.decoupled:
+        assert kernels is None and not out.kernel and not out.mask_feat
+        assert [tuple(f.shape) for f in out.mask_x] == [(2, s, *hw4) for s, hw4 in zip(cfg.grids, sizes)]
+        assert [tuple(f.shape) for f in out.mask_y] == [(2, s, *hw4) for s, hw4 in zip(cfg.grids, sizes)]
+        assert [tuple(m.shape) for m in maps] == [tuple(f.shape) for f in (*out.mask_x, *out.mask_y)]
+        return
+    assert [tuple(k.shape) for k in out.kernel] == [(2, cfg.kernel_channels, s, s) for s in cfg.grids]
     assert tuple(kernels.shape) == (2, cfg.num_cells, cfg.kernel_channels)
+    assert not out.mask_x and not out.mask_y and len(maps) == len(out.mask_feat)
     if cfg.arch == "solov2":
         assert [tuple(f.shape) for f in out.mask_feat] == [(2, cfg.mask_channels, h // 4, w // 4)]
     else:
-        sizes = [(h // 4, w // 4), (h // 4, w // 4), (h // 8, w // 8), (h // 16, w // 16), (h // 16, w // 16)]
         assert [tuple(f.shape) for f in out.mask_feat] == [(2, cfg.kernel_channels, *s) for s in sizes]
+
+
+def test_decoupled_heads_follow_mmdetection():
+    """Decoupled SOLO: an x tower fed the x coordinate and a y tower fed the y coordinate (input
+    channels + 1); light: one tower with both (+ 2). Mask and category biases start at the 0.01
+    prior (mmdetection's bias_prob=0.01)."""
+    full = SOLONet(get_preset("decoupled-solo-r50"))
+    light = SOLONet(get_preset("decoupled-solo-light-r50"))
+    assert full.head.mask_convs_x[0][0].in_channels == full.head.mask_convs_y[0][0].in_channels == 257
+    assert len(full.head.mask_convs_x) == 7 and not hasattr(full.head, "mask_convs")
+    assert light.head.mask_convs[0][0].in_channels == 258 and len(light.head.mask_convs) == 4
+    assert not hasattr(light.head, "mask_convs_x")
+    for head in (full.head, light.head):
+        assert [c.out_channels for c in head.mask_x_out] == [40, 36, 24, 16, 12]
+        for conv in (head.cate_out, *head.mask_x_out, *head.mask_y_out):
+            assert torch.allclose(torch.sigmoid(conv.bias), torch.full_like(conv.bias, 0.01), atol=1e-6)
 
 
 def test_solo_reference_sizes():

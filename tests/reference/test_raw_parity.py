@@ -1,7 +1,7 @@
 """Raw-output parity with mmdetection 3.3.0, without mmdetection.
 
 The fixtures (tests/reference/fixtures, made by tools/reference/make_fixtures.py) hold, for
-three small SOLO / SOLOv2 models, the mmdetection state dict's key names and shapes, the seed of
+five small SOLO / SOLOv2 / decoupled SOLO models, the mmdetection state dict's key names and shapes, the seed of
 its weights, the preprocessed inputs of three images and mmdetection's raw head outputs. Here
 the same weights are drawn again (``seeded_state_dict``), renamed (``keymap.from_mmdet``) and
 run through ``SOLONet``; every raw output must agree within 1e-4 of its largest magnitude.
@@ -85,6 +85,10 @@ def test_raw_outputs_match_mmdetection(arch):
                 for lvl, t in enumerate(out.kernel):
                     worst[f"{p}kernel{lvl}"] = compare(ref, f"{p}kernel{lvl}", t)
                 worst[f"{p}mask_feat"] = compare(ref, f"{p}mask_feat", out.mask_feat[0])
+            elif cfg.decoupled:
+                for lvl, (tx, ty) in enumerate(zip(out.mask_x, out.mask_y)):
+                    worst[f"{p}mask_x{lvl}"] = compare(ref, f"{p}mask_x{lvl}", tx)
+                    worst[f"{p}mask_y{lvl}"] = compare(ref, f"{p}mask_y{lvl}", ty)
             else:
                 for lvl, (k, f) in enumerate(zip(out.kernel, out.mask_feat)):
                     name = f"{p}mask_logits{lvl}"
@@ -93,7 +97,8 @@ def test_raw_outputs_match_mmdetection(arch):
                     worst[name] = compare(ref, name, sampled=got)
     bad = {k: v for k, v in worst.items() if not v <= REL_TOL}
     assert not bad, f"{arch}: outputs off by more than {REL_TOL} of their largest magnitude: {bad}"
-    assert len(worst) == len(MANIFEST["images"]) * (11 if cfg.arch == "solov2" else 10)
+    per_image = {"solov2": 11, "solo": 10, "decoupled-solo": 15, "decoupled-solo-light": 15}[cfg.arch]
+    assert len(worst) == len(MANIFEST["images"]) * per_image
 
 
 def test_fixture_covers_nms_pre_and_topk_limit():
@@ -157,3 +162,14 @@ def test_keymap_wrong_shape():
 def test_keymap_wrong_architecture():
     message = _one_line_error(mmdet_weights("solo"), model_config("solov2"))
     assert "SOLO model" in message and "arch='solov2'" in message
+    message = _one_line_error(mmdet_weights("decoupled_solo_light"), model_config("decoupled_solo"))
+    assert "decoupled SOLO light model" in message and "arch='decoupled-solo'" in message
+
+
+def test_keymap_decoupled_wrong_grid():
+    cfg = model_config("decoupled_solo")
+    state = dict(mmdet_weights("decoupled_solo"))
+    state["mask_head.conv_mask_list_y.2.weight"] = torch.zeros(20, 64, 3, 3)
+    message = _one_line_error(state, cfg)
+    assert "mask_head.conv_mask_list_y.2.weight" in message and "(20, 64, 3, 3)" in message
+    assert "(24, 64, 3, 3)" in message and "grids" in message

@@ -82,6 +82,12 @@ def reference_postprocess(scores, kernels, feats, grids, strides, cfg, input_hw)
         if area == 0 or area <= strides[lvl] * cfg.min_area_factor:
             continue
         kept.append((score * float((soft * binary).sum() / area), k, soft, binary))
+    return finish_reference(kept, cfg, out_hw)
+
+
+def finish_reference(kept, cfg, out_hw):
+    """Rescored candidates [(score, label, soft, binary)] -> the top nms_pre, Matrix NMS (loop),
+    update_thr and max_per_img: (soft masks, labels, scores), by descending decayed score."""
     kept = sorted(kept, key=lambda t: -t[0])[: cfg.nms_pre]
     decayed = _matrix_nms_loop([t[3] for t in kept], [t[1] for t in kept], [t[0] for t in kept], cfg.kernel, cfg.sigma)
     final = sorted([(d, t) for d, t in zip(decayed, kept) if d >= cfg.update_thr], key=lambda p: -p[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from solo_deploy.core.config import get_preset
@@ -130,14 +131,36 @@ def test_dice_loss_matches_formula():
     assert dice_loss(target, target).max() < 1e-3  # perfect masks: ~0 loss
 
 
-def test_small_overfit_loss_halves():
+def test_decoupled_mask_probs_are_column_times_row():
+    from tests_helpers import tiny
+
+    from solo_deploy.model.network import SOLONet
+    from solo_deploy.training.losses import decoupled_mask_probs
+
+    torch.manual_seed(0)
+    cfg = tiny("decoupled-solo")  # grids 8, 6, 4, 3, 2
+    out = SOLONet(cfg)(torch.randn(2, 3, 64, 64))
+    # (image, level, row, column) -> flat cell index, level by level, row-major.
+    picks = [(0, 0, 1, 5), (1, 2, 3, 0), (1, 4, 1, 1), (0, 1, 0, 2)]
+    starts = np.cumsum([0] + [s * s for s in cfg.grids])
+    img = torch.tensor([p[0] for p in picks])
+    cell = torch.tensor([int(starts[lvl]) + r * cfg.grids[lvl] + c for _, lvl, r, c in picks])
+    got = decoupled_mask_probs(cfg, out, img, cell, (16, 16))
+    for k, (i, lvl, r, c) in enumerate(picks):
+        want = torch.sigmoid(out.mask_x[lvl][i, c]) * torch.sigmoid(out.mask_y[lvl][i, r])
+        want = torch.nn.functional.interpolate(want[None, None], size=(16, 16), mode="bilinear")[0, 0]
+        torch.testing.assert_close(got[k], want)
+
+
+@pytest.mark.parametrize("arch", ["solov2", "solo", "decoupled-solo", "decoupled-solo-light"])
+def test_small_overfit_loss_halves(arch):
     from tests_helpers import tiny
 
     from solo_deploy.model.network import SOLONet
     from solo_deploy.training.losses import solo_loss
 
     torch.manual_seed(0)
-    cfg = tiny("solov2")
+    cfg = tiny(arch)
     net = SOLONet(cfg)
     img = torch.randn(1, 3, 64, 64)
     masks = torch.stack([_box_mask(64, 64, 8, 30, 6, 28), _box_mask(64, 64, 36, 60, 30, 62)])

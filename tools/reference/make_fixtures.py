@@ -1,6 +1,7 @@
 """Build the mmdetection reference fixtures for tests/reference (run by hand; NOT run in CI).
 
-Three small mmdetection 3.3.0 models (ResNet-18, FPN of 64 channels, grids 40/36/24/16/12,
+Five small mmdetection 3.3.0 models (SOLO, SOLOv2, SOLOv2-light, Decoupled SOLO, Decoupled SOLO
+light; ResNet-18, FPN of 64 channels, grids 40/36/24/16/12,
 strides 8/8/16/32/32, 3 classes, mmdetection's SOLO/SOLOv2 test_cfg) get deterministic weights
 from ``solo_deploy.model.seeded.seeded_state_dict`` (seed and category-bias offset recorded)
 and run mmdetection's own test pipeline on three synthetic BGR images: LoadImageFromNDArray,
@@ -11,12 +12,14 @@ tests/reference/fixtures/:
 - ``manifest.json``: versions, preprocessing, test_cfg, subsampling rule, images and, per
   architecture, the mmdetection state dict's key names and shapes in order, seed, offsets,
   the mmdetection model config, the matching solo-deploy ``ModelConfig`` and a summary.
-- ``<arch>.npz`` per architecture (``solo``, ``solov2``, ``solov2_light``), for image ``i``:
+- ``<arch>.npz`` per architecture (``solo``, ``solov2``, ``solov2_light``, ``decoupled_solo``,
+  ``decoupled_solo_light``), for image ``i``:
   ``img{i}.image`` (uint8 BGR), ``img{i}.input`` (float32 (1, 3, H, W) network input),
   ``img{i}.img_shape`` (resized size before padding); raw head outputs captured by forward
   hooks: ``cate{l}`` (category logits), SOLOv2 ``kernel{l}`` and ``mask_feat``, SOLO
   ``mask_logits{l}`` (``conv_mask_list`` outputs: before the sigmoid and the upsampling that
-  SOLOHead.forward applies at test time). Each output ``name`` has ``name.shape`` and
+  SOLOHead.forward applies at test time), decoupled ``mask_x{l}`` / ``mask_y{l}``
+  (``conv_mask_list_x`` / ``_y`` outputs, likewise before the sigmoid). Each output ``name`` has ``name.shape`` and
   ``name.maxabs`` (the full tensor's largest magnitude) and either the full tensor ``name``
   (at most SUBSAMPLE_ABOVE elements) or ``name.idx`` (sorted flat indices, a seeded subsample)
   and ``name.val``. Then ``candidates`` (scores > score_thr after point NMS), ``nms_in`` (the
@@ -28,7 +31,10 @@ Run from the repository root (mmdetection, mmengine and mmcv-lite installed with
 dependencies under /tmp/mmref, their pure-Python dependencies under /tmp/mmdeps: addict, yapf,
 termcolor, terminaltables, platformdirs, shapely, scipy, six)::
 
-    PYTHONPATH=/tmp/mmref:/tmp/mmdeps /work/venv/bin/python tools/reference/make_fixtures.py
+    PYTHONPATH=/tmp/mmref:/tmp/mmdeps /work/venv/bin/python tools/reference/make_fixtures.py [--archs ...]
+
+``--archs`` rebuilds only those architectures and keeps the manifest's other entries as they are
+(the decoupled fixtures were added this way, leaving the first three byte for byte).
 
 mmcv's compiled ops (``mmcv._ext``) are not needed by these models: a stand-in ``mmcv.ops``
 package is installed before mmdetection is imported and fails only if an op is constructed.
@@ -88,7 +94,15 @@ ARCHS = {
     # ~2900 (2x2 point NMS keeps at most ~3100 of the 3 x 3872 scores)
     "solov2_light": {"seed": 103, "cls_bias_offset": -1.5, "stacked_convs": 2, "mask_feat_channels": 32,
                      "mask_channels": 32},
+    # DecoupledSOLOHead / DecoupledSOLOLightHead
+    "decoupled_solo": {"seed": 104, "cls_bias_offset": -3.1, "stacked_convs": 3},
+    "decoupled_solo_light": {"seed": 105, "cls_bias_offset": -3.1, "stacked_convs": 2},
 }
+HEAD_TYPES = {"solo": "SOLOHead", "solov2": "SOLOV2Head", "solov2_light": "SOLOV2Head",
+              "decoupled_solo": "DecoupledSOLOHead", "decoupled_solo_light": "DecoupledSOLOLightHead"}
+OUR_ARCH = {"solo": "solo", "solov2": "solov2", "solov2_light": "solov2", "decoupled_solo": "decoupled-solo",
+            "decoupled_solo_light": "decoupled-solo-light"}
+V2 = ("solov2", "solov2_light")
 CLS_BIAS_KEY = "mask_head.conv_cls.bias"
 
 
@@ -142,7 +156,7 @@ def mmdet_config(arch: str) -> dict:
     a = ARCHS[arch]
     gn = {"type": "GN", "num_groups": 32, "requires_grad": True}
     head = {
-        "type": "SOLOHead" if arch == "solo" else "SOLOV2Head",
+        "type": HEAD_TYPES[arch],
         "num_classes": NUM_CLASSES,
         "in_channels": FPN_CHANNELS,
         "feat_channels": HEAD_CHANNELS,
@@ -156,11 +170,11 @@ def mmdet_config(arch: str) -> dict:
         "loss_cls": {"type": "FocalLoss", "use_sigmoid": True, "gamma": 2.0, "alpha": 0.25, "loss_weight": 1.0},
         "norm_cfg": gn,
     }
-    if arch != "solo":
+    if arch in V2:
         head["mask_feature_head"] = {"feat_channels": a["mask_feat_channels"], "start_level": 0, "end_level": 3,
                                      "out_channels": a["mask_channels"], "mask_stride": 4, "norm_cfg": gn}
     return {
-        "type": "SOLO" if arch == "solo" else "SOLOv2",
+        "type": "SOLOv2" if arch in V2 else "SOLO",
         "data_preprocessor": {"type": "DetDataPreprocessor", "mean": list(MEAN), "std": list(STD), "bgr_to_rgb": True,
                               "pad_size_divisor": 32, "pad_value": 0},
         "backbone": {"type": "ResNet", "depth": 18, "num_stages": 4, "out_indices": [0, 1, 2, 3], "frozen_stages": 1,
@@ -175,9 +189,9 @@ def mmdet_config(arch: str) -> dict:
 
 def model_config(arch: str) -> ModelConfig:
     a = ARCHS[arch]
-    extra = {} if arch == "solo" else {"mask_feat_channels": a["mask_feat_channels"],
+    extra = {} if arch not in V2 else {"mask_feat_channels": a["mask_feat_channels"],
                                            "mask_channels": a["mask_channels"]}
-    return ModelConfig(arch="solo" if arch == "solo" else "solov2", num_classes=NUM_CLASSES, backbone="resnet18",
+    return ModelConfig(arch=OUR_ARCH[arch], num_classes=NUM_CLASSES, backbone="resnet18",
                        fpn_channels=FPN_CHANNELS, head_channels=HEAD_CHANNELS, stacked_convs=a["stacked_convs"],
                        grids=GRIDS, strides=STRIDES, scale_ranges=SCALE_RANGES, norm_groups=32, **extra)
 
@@ -258,7 +272,8 @@ def run_arch(arch: str, images: list[np.ndarray]) -> tuple[dict, dict]:
         assert v.dtype == weights[k].dtype and torch.equal(v, weights[k]), f"{k} differs after loading"
 
     head = model.mask_head
-    captured: dict[str, list[torch.Tensor]] = {"cate": [], "kernel": [], "mask_feat": [], "mask_logits": []}
+    captured: dict[str, list[torch.Tensor]] = {"cate": [], "kernel": [], "mask_feat": [], "mask_logits": [],
+                                               "mask_x": [], "mask_y": []}
 
     def hook(name):
         return lambda _m, _i, o: captured[name].append(o.detach().clone())
@@ -267,6 +282,10 @@ def run_arch(arch: str, images: list[np.ndarray]) -> tuple[dict, dict]:
     if arch == "solo":
         for conv in head.conv_mask_list:
             conv.register_forward_hook(hook("mask_logits"))
+    elif arch.startswith("decoupled"):
+        for conv_x, conv_y in zip(head.conv_mask_list_x, head.conv_mask_list_y):
+            conv_x.register_forward_hook(hook("mask_x"))
+            conv_y.register_forward_hook(hook("mask_y"))
     else:
         head.conv_kernel.register_forward_hook(hook("kernel"))
         head.mask_feature_head.register_forward_hook(hook("mask_feat"))
@@ -314,6 +333,11 @@ def run_arch(arch: str, images: list[np.ndarray]) -> tuple[dict, dict]:
                 assert len(captured["mask_logits"]) == len(GRIDS)
                 for lvl, t in enumerate(captured["mask_logits"]):
                     store(out, f"{p}mask_logits{lvl}", t)
+            elif arch.startswith("decoupled"):
+                assert len(captured["mask_x"]) == len(captured["mask_y"]) == len(GRIDS)
+                for lvl, (tx, ty) in enumerate(zip(captured["mask_x"], captured["mask_y"])):
+                    store(out, f"{p}mask_x{lvl}", tx)
+                    store(out, f"{p}mask_y{lvl}", ty)
             else:
                 assert len(captured["kernel"]) == len(GRIDS) and len(captured["mask_feat"]) == 1
                 for lvl, t in enumerate(captured["kernel"]):
@@ -359,6 +383,8 @@ def run_arch(arch: str, images: list[np.ndarray]) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--archs", nargs="+", choices=sorted(ARCHS), default=sorted(ARCHS),
+                        help="rebuild only these; the manifest keeps the other architectures' entries")
     args = parser.parse_args()
     torch.manual_seed(0)  # nothing here should draw from it; set anyway
     mmdet = import_mmdet()
@@ -388,7 +414,13 @@ def main() -> None:
         "architectures": {},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    for arch in ARCHS:
+    previous = args.out / "manifest.json"
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("versions") != versions:
+            print(f"note: versions differ from the manifest's {old.get('versions')}")
+        manifest["architectures"] = {k: v for k, v in old.get("architectures", {}).items() if k not in args.archs}
+    for arch in args.archs:
         entry, arrays = run_arch(arch, images)
         manifest["architectures"][arch] = entry
         np.savez_compressed(args.out / entry["file"], **arrays)
