@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data.splits import open_split
+from ..data.splits import VAL_FRACTION, open_split, split_side
 from ..errors import BadInputError
 from ..evaluation.coco_eval import evaluate
 from ..runtime.inference import detections_to_results
@@ -20,9 +20,15 @@ __all__ = ["evaluate_model"]
 
 def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val", images: int | None = None,
                    backend: str = "auto", device: str = "cpu", batch: int = 1, imgsz: tuple[int, int] | None = None,
-                   runner=None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """COCO mask AP (points 0..100) of ``model`` through ``backend``; returns the metrics and run facts."""
-    ds, gt, class_names, cat_ids = open_split(data, split, images)
+                   runner=None, progress: Callable[[int, int], None] | None = None, ann: str | Path | None = None,
+                   images_dir: str | Path | None = None, val_fraction: float = VAL_FRACTION) -> dict[str, Any]:
+    """COCO mask AP (points 0..100) of ``model`` through ``backend``; returns the metrics and run facts.
+
+    The data: ``data``'s ``split`` (see ``data.splits.open_split``), or the annotation file ``ann``
+    with its images in ``images_dir``."""
+    ds, gt, class_names, cat_ids = open_split(data, split, images, ann=ann, images_dir=images_dir,
+                                              val_fraction=val_fraction)
+    side = split_side(data, split, ann=ann, images_dir=images_dir, val_fraction=val_fraction)
     pred = Predictor(runner) if runner is not None else load(model, backend=backend, device=device)
     meta = pred.meta
     if imgsz is not None and meta.preprocess.pads_in_graph:
@@ -53,7 +59,9 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
     seconds = time.perf_counter() - t0
     metrics = evaluate(gt, results, class_names=class_names)
     metrics.update({"model": str(model), "backend": pred.runner.backend, "device": pred.runner.device,
-                    "data": data, "split": split, "images": n, "seconds": round(seconds, 3),
+                    "data": str(ann) if ann is not None else data, "split": "-" if ann is not None else split,
+                    "images": n, "data_source": side.how if side is not None else f"synthetic {split} split",
+                    "seconds": round(seconds, 3),
                     "input_hw": list(meta.preprocess.input_hw)})
     return metrics
 

@@ -8,8 +8,8 @@ FFmpeg capture for videos, the data sets' own loaders).
 Sources (``data``):
 
 * ``synthetic``: the built-in ``calib`` split (128 images, disjoint from train/val);
-* a COCO data set: a folder with ``annotations.json`` or ``annotations/instances_*.json``, or
-  the JSON file itself (see :class:`~solo_deploy.data.coco.CocoDataset`);
+* a COCO data set in any layout ``train`` takes (see :mod:`~solo_deploy.data.splits`): its
+  training side, or the JSON file itself;
 * an image folder: every image file below it (recursive, sorted by relative path);
 * a video file: every k-th frame; k defaults to frame_count // N so that the N frames spread
   over the whole video (10 when the count is unknown).
@@ -146,9 +146,13 @@ def _folder(root: Path, n: int, force: bool, spec: PreprocessSpec):
 
 
 def _coco(path: Path, n: int, force: bool, spec: PreprocessSpec):
-    from ..data.coco import CocoDataset
+    from ..data.splits import coco_sides, open_side
 
-    ds = CocoDataset(path)
+    # Calibrate on the training side (a single folder: its held-out split's training images), so
+    # that the AP check on the validation side sees images the ranges were not taken from.
+    side = coco_sides(path)["train"]
+    log.info("calibration images: training side of %s", side.how)
+    ds = open_side(side)
     images, names, skipped = [], [], []
     for i in _pick(len(ds), n):
         try:

@@ -576,15 +576,16 @@ class CalibrationResult:
 
 
 def make_evaluator(data: str, split: str, images: int | None, threads: int | None,
-                   device: str = "cpu") -> Callable[[Path], float]:
+                   device: str = "cpu", ann: str | None = None,
+                   images_dir: str | None = None) -> Callable[[Path], float]:
     """Mask AP (points) of an ONNX model through ONNX Runtime on ``device`` on ``data``/``split``
-    (first ``images``)."""
+    or the annotation file ``ann`` with ``images_dir`` (first ``images``)."""
 
     def evaluate(path: Path) -> float:
         from ..app.evaluate import evaluate_model
         from ..runtime.runners import OnnxRunner
 
-        m = evaluate_model(path, data=data, split=split, images=images,
+        m = evaluate_model(path, data=data, split=split, images=images, ann=ann, images_dir=images_dir,
                            runner=OnnxRunner(path, device=device, threads=threads))
         return float(m["AP"])
 
@@ -659,7 +660,8 @@ def calibrate(model: str | Path, data: str | Path = "synthetic", out_dir: str | 
     src = _load_source(model, say)
     _check_eval_data(src.meta, s)
     calib = _load_images(data, src.meta, s, say)
-    evaluate = s.evaluate_fn or make_evaluator(s.eval_data, s.eval_split, s.eval_images or None, s.threads, s.device)
+    evaluate = s.evaluate_fn or make_evaluator(s.eval_data, s.eval_split, s.eval_images or None, s.threads, s.device,
+                                               s.eval_ann, s.eval_images_dir)
     with _staging(out_dir) as stage, tempfile.TemporaryDirectory(prefix="solo-deploy-quant-") as work_dir:
         ranges = _calibration_ranges(src, calib, s, out_dir, stage, say)
         quant = _quantize_models(src, calib, ranges, s, evaluate, Path(work_dir), stage, say)
@@ -764,7 +766,9 @@ def _check_eval_data(meta: ModelMeta, s: CalibrationSettings) -> None:
     from ..data.splits import open_split
 
     data, split = s.eval_data, s.eval_split
-    _, _, class_names, _ = open_split(data, split, 1)
+    _, _, class_names, _ = open_split(data, split, 1, ann=s.eval_ann, images_dir=s.eval_images_dir)
+    if s.eval_ann is not None:
+        data, split = s.eval_ann, "-"
     if len(class_names) != len(meta.class_names):
         raise BadInputError(f"the model knows {len(meta.class_names)} classes ({', '.join(meta.class_names)}) but the "
                             f"evaluation data {data}:{split} has {len(class_names)}: pass --eval-data with the model's "
@@ -949,7 +953,7 @@ def _write_report(model: str, src: _Source, calib: CalibrationImages, ranges: _R
     report = build_report(
         model=model, fp32_path=src.path, model_sha=src.sha256, meta=src.meta, calib=calib, method=s.method,
         key=ranges.key, reused=ranges.reused, n_tensors=ranges.n_tensors, calib_seconds=ranges.seconds,
-        eval_info={"data": s.eval_data if s.evaluate_fn is None else "custom", "split": s.eval_split,
+        eval_info={"data": (s.eval_ann or s.eval_data) if s.evaluate_fn is None else "custom", "split": s.eval_split,
                    "images": s.eval_images, "device": s.device} if s.evaluating else None,
         ap_fp32=quant.ap_fp32, ap_cpu=ap_cpu, ap_trt=ap_trt, max_ap_drop=s.max_ap_drop, guard=quant.guard,
         latency=latency, precision={"cpu": precision_summary(quant.cpu_path), "trt": precision_summary(quant.trt_path)},

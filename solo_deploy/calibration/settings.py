@@ -46,6 +46,9 @@ class CalibrationSettings:
     eval_data: str = "synthetic"
     # Split (synthetic) or sub-folder (COCO) for the AP check (--eval-split).
     eval_split: str = "val"
+    # An annotation file and its image folder for the AP check instead (--ann, --images-dir).
+    eval_ann: str | None = None
+    eval_images_dir: str | None = None
     # Held-out images for the AP check (--eval-images); 0 disables the AP check and the guard.
     eval_images: int = 100
     # path -> AP, replaces the built-in evaluation (tests, custom metrics); None: make_evaluator

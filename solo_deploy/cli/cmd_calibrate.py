@@ -41,8 +41,10 @@ def calibrate_cmd(
     ),
     eval_data: str = typer.Option("synthetic", "--eval-data", help="'synthetic' or a COCO folder for the AP check."),
     eval_split: str = typer.Option(
-        "val", "--eval-split", help="Split (synthetic) or sub-folder (COCO) for the AP check."
+        "val", "--eval-split", help="Split for the AP check: synthetic's, or train / val of a COCO folder."
     ),
+    ann: Optional[Path] = typer.Option(None, "--ann", help="A COCO annotation file for the AP check (all its images)."),
+    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Folder of the --ann images."),
     guard_budget: float = typer.Option(
         1200.0,
         "--guard-budget",
@@ -88,6 +90,7 @@ def calibrate_cmd(
     verbose = log_level.lower() in ("debug", "info")
     settings = CalibrationSettings(  # BadInputError here for a bad --method / --max-ap-drop / --eval-images
         images=images, method=method.lower(), max_ap_drop=max_ap_drop, eval_data=eval_data, eval_split=eval_split,
+        eval_ann=str(ann) if ann is not None else None, eval_images_dir=str(images_dir) if images_dir else None,
         eval_images=eval_images, force=force, video_stride=video_stride, threads=threads, reduce_range=reduce_range,
         guard_budget_s=guard_budget, device=device,
         progress=(lambda msg: typer.echo(msg, err=True)) if verbose or sys.stderr.isatty() else None)

@@ -15,7 +15,15 @@ def train(
     data: str = typer.Option(
         "synthetic",
         "--data",
-        help="'synthetic' or a COCO-format folder (annotations.json + images/, or train/ and val/ sub-folders).",
+        help="'synthetic' or a COCO-format folder: the standard layout (annotations/instances_train*.json and "
+        "instances_val*.json), train/ and val/ sub-folders, or one folder (a held-out split, --val-fraction).",
+    ),
+    train_ann: Optional[Path] = typer.Option(None, "--train-ann", help="Training annotation file (COCO JSON)."),
+    train_dir: Optional[Path] = typer.Option(None, "--train-dir", help="Folder of the --train-ann images."),
+    val_ann: Optional[Path] = typer.Option(None, "--val-ann", help="Validation annotation file (COCO JSON)."),
+    val_dir: Optional[Path] = typer.Option(None, "--val-dir", help="Folder of the --val-ann images."),
+    val_fraction: float = typer.Option(
+        0.1, "--val-fraction", help="Share of a single COCO folder's images held out for validation (by image id)."
     ),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (recipe default otherwise)."),
     output: Path = typer.Option(Path("runs/train"), "-o", "--output", help="Run folder."),
@@ -32,6 +40,12 @@ def train(
     ),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices (e.g. 1, 2, auto)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ..."),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Machines taking part (Lightning num_nodes)."),
+    max_time: Optional[str] = typer.Option(
+        None, "--max-time", help="Wall-clock budget HH:MM:SS (or DD:HH:MM:SS; 'off' for none): the run stops "
+        "there and the learning-rate schedule follows it. Default: the recipe's, unless --epochs or --max-steps."
+    ),
     precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 32-true, 16-mixed."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loader worker processes."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Resume from a training checkpoint (.ckpt)."),
@@ -46,11 +60,15 @@ def train(
     setup_logging(log_level)
     from .._paths import check_model_path, check_outputs
     from ..errors import BadInputError
-    from ..training.train import TrainRequest
+    from ..training.train import TrainRequest, parse_duration
     from ..training.train import train as run_train
 
     if data != "synthetic" and not Path(data).exists():
         raise BadInputError(f"data folder not found: {data}")
+    if not 0.0 < val_fraction < 1.0:
+        raise BadInputError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if max_time is not None and max_time.strip().lower() not in ("off", "none"):
+        parse_duration(max_time)  # a bad value is a usage error before anything loads
     if resume is not None and not resume.is_file():
         raise BadInputError(f"checkpoint to resume not found: {resume}")
     if from_model is not None:
@@ -66,7 +84,11 @@ def train(
                                  overrides=overrides, resume=str(resume) if resume else None,
                                  from_model=str(from_model) if from_model else None,
                                  backbone_weights=str(backbone_weights) if backbone_weights else None,
-                                 devices=devices, accelerator=accelerator, progress=progress))
+                                 devices=devices, accelerator=accelerator, progress=progress, strategy=strategy,
+                                 num_nodes=num_nodes, max_time=max_time, val_fraction=val_fraction, echo=typer.echo,
+                                 files=tuple((k, str(v) if v is not None else None) for k, v in (
+                                     ("train_ann", train_ann), ("train_dir", train_dir), ("val_ann", val_ann),
+                                     ("val_dir", val_dir)))))
     typer.echo(f"run folder: {run}")
     for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model.safetensors", "curves.png"):
         if (run / name).exists():

@@ -19,6 +19,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,24 @@ class CocoDataset:
     for evaluation but are never training targets.
     """
 
-    def __init__(self, root: str | Path) -> None:
-        self.json_path, self._image_dirs = _locate(Path(root))
+    def __init__(self, root: str | Path | None = None, *, ann: str | Path | None = None,
+                 image_dirs: Sequence[str | Path] = ()) -> None:
+        """``root``: a folder or JSON file in one of the accepted layouts; or ``ann`` (the JSON)
+        with ``image_dirs`` (folders searched in order; default: the JSON's folder and its
+        ``images/``)."""
+        if ann is not None:
+            ann = Path(ann)
+            if not ann.is_file():
+                raise BadInputError(f"annotation file not found: {ann}")
+            dirs = [Path(d) for d in image_dirs] or [ann.parent, ann.parent / "images"]
+            for d in dirs:
+                if image_dirs and not d.is_dir():
+                    raise BadInputError(f"image folder not found: {d}")
+            self.json_path, self._image_dirs = ann, dirs
+        elif root is not None:
+            self.json_path, self._image_dirs = _locate(Path(root))
+        else:
+            raise BadInputError("a COCO data set needs a folder or an annotation file")
         self.coco_dict: dict[str, Any] = self._load_and_validate()
         cats = sorted(self.coco_dict["categories"], key=lambda c: c["id"])
         self.cat_ids: list[int] = [int(c["id"]) for c in cats]  # label -> COCO category id
@@ -139,6 +156,9 @@ class CocoDataset:
                 raise self._bad(f"image id {im['id']} appears twice")
             if not isinstance(im["file_name"], str) or not im["file_name"]:
                 raise self._bad(f"image id {im['id']}: file_name must be a non-empty string")
+            if not _inside(im["file_name"]):
+                raise self._bad(f"image id {im['id']}: file_name {im['file_name']!r} points outside the data folder "
+                                "(absolute, or climbing out with '..')")
             if not (_is_int(im["height"]) and _is_int(im["width"]) and im["height"] > 0 and im["width"] > 0):
                 raise self._bad(f"image id {im['id']}: height and width must be positive integers")
             sizes[im["id"]] = (im["height"], im["width"])
@@ -160,6 +180,12 @@ class CocoDataset:
             if crowd not in (0, 1) or isinstance(crowd, bool):
                 raise self._bad(f"annotation id {aid}: iscrowd must be 0 or 1, got {crowd!r}")
             self._check_segmentation(ann, sizes[ann["image_id"]])
+            for key, n in (("area", 1), ("bbox", 4)):  # COCOeval reads both
+                value = ann.get(key)
+                values = value if isinstance(value, list) else [value]
+                if key in ann and (len(values) != n or not all(_is_number(v) for v in values)):
+                    what = "a finite number" if n == 1 else "4 finite numbers"
+                    raise self._bad(f"annotation id {aid}: {key} must be {what}, got {str(value)[:80]}")
         self._fill_area_bbox(coco, sizes)
         return coco
 
@@ -176,12 +202,27 @@ class CocoDataset:
         if isinstance(seg, list):
             if not seg:
                 raise self._bad(f"annotation id {aid}: empty polygon list")
+            h, w = hw
             for poly in seg:
                 if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
-                    raise self._bad(f"annotation id {aid}: a polygon must be a list of numbers [x1, y1, x2, y2, ...]")
+                    raise self._bad(f"annotation id {aid}: a polygon must be a list of finite numbers "
+                                    "[x1, y1, x2, y2, ...]")
                 if len(poly) < 6 or len(poly) % 2:
                     raise self._bad(f"annotation id {aid}: degenerate polygon with {len(poly)} coordinates "
                                     "(need an even number, at least 3 points)")
+                # pycocotools rasterises in C with int arithmetic: coordinates like 1e12 overflow
+                # it (a crash, not an error). Real data overshoots the border by a pixel or so.
+                xs, ys = poly[0::2], poly[1::2]
+                if (min(xs) < -_FAR * w or max(xs) > (1 + _FAR) * w or min(ys) < -_FAR * h
+                        or max(ys) > (1 + _FAR) * h):
+                    raise self._bad(f"annotation id {aid}: polygon coordinates out to x {min(xs):g}..{max(xs):g}, "
+                                    f"y {min(ys):g}..{max(ys):g}, more than {_FAR}x the {w}x{h} image away from it")
+                # Overshoots of up to a pixel (rounding at the border) snap to it; larger ones
+                # stay: pycocotools clips a polygon to the image when rasterising it (moving
+                # a far vertex onto the border would change the shape inside the image).
+                if min(xs) < 0 or max(xs) > w or min(ys) < 0 or max(ys) > h:
+                    poly[0::2] = [_snap(x, w) for x in xs]
+                    poly[1::2] = [_snap(y, h) for y in ys]
         elif isinstance(seg, dict):
             if "size" not in seg or "counts" not in seg:
                 raise self._bad(f"annotation id {aid}: RLE segmentation needs 'size' and 'counts'")
@@ -229,16 +270,24 @@ class CocoDataset:
     # -- access ----------------------------------------------------------------------------------
     def take(self, n: int) -> CocoDataset:
         """The same data set limited to its first ``n`` images (their annotations, all categories)."""
+        return self._subset(self._images[:max(0, n)])
+
+    def _subset(self, images: list[dict[str, Any]]) -> CocoDataset:
         import copy
 
         sub = copy.copy(self)
-        sub._images = self._images[:max(0, n)]
+        sub._images = images
         sub.image_ids = [int(im["id"]) for im in sub._images]
         keep = set(sub.image_ids)
         sub._anns_of = defaultdict(list, {i: a for i, a in self._anns_of.items() if i in keep})
         sub.coco_dict = {**self.coco_dict, "images": sub._images,
                          "annotations": [a for a in self.coco_dict["annotations"] if a["image_id"] in keep]}
         return sub
+
+    def select(self, ids: Iterable[int]) -> CocoDataset:
+        """The same data set limited to the images whose id is in ``ids`` (file order kept)."""
+        wanted = {int(i) for i in ids}
+        return self._subset([im for im in self._images if int(im["id"]) in wanted])
 
     def __len__(self) -> int:
         return len(self._images)
@@ -299,6 +348,28 @@ class CocoDataset:
             masks = np.zeros((0, h, w), np.uint8)
             labels = np.zeros((0,), np.int64)
         return Sample(image_bgr=image, masks=masks, labels=labels, image_id=int(im["id"]))
+
+
+_FAR = 4  # polygon coordinates further than this many image sizes outside the image are refused
+
+
+def _snap(v: float, size: int) -> float:
+    """A coordinate at most one pixel outside [0, size] moved onto the border; others unchanged."""
+    if -1.0 <= v < 0.0:
+        return 0.0
+    if size < v <= size + 1.0:
+        return float(size)
+    return v
+
+
+def _inside(file_name: str) -> bool:
+    """A relative path that stays inside the folder it is joined to (no root, drive or '..')."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    for pure in (PurePosixPath(file_name), PureWindowsPath(file_name)):
+        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
+            return False
+    return True
 
 
 def _locate(root: Path) -> tuple[Path, list[Path]]:

@@ -1,6 +1,7 @@
 """LightningModule (network injected) and LightningDataModule for SOLO / SOLOv2."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from ..model.decode import Decode
 from ..model.network import SOLONet
 from .losses import solo_loss
 from .targets import build_targets
+
+log = logging.getLogger("solo_deploy.training")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class SOLOModule(pl.LightningModule):
 
     # -- validation: same post-processing and COCO evaluation as `solo-deploy eval` ----------
     def on_validation_epoch_start(self) -> None:
-        self._val_results = []
+        self._val_results: list[tuple[int, list[dict[str, Any]]]] = []  # (image id, its COCO results)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         from ..runtime.inference import detections_to_results
@@ -115,22 +118,27 @@ class SOLOModule(pl.LightningModule):
         images = batch["images"]
         out = self(images)
         scores, kernels, maps = self.decode(out)
-        self._val_results += detections_to_results(
-            self.meta, scores, kernels, maps, [m["letterbox"] for m in batch["meta"]],
-            [m["image_id"] for m in batch["meta"]], self.cat_ids,
-        )
+        ids = [int(m["image_id"]) for m in batch["meta"]]
+        results = detections_to_results(self.meta, scores, kernels, maps, [m["letterbox"] for m in batch["meta"]],
+                                        ids, self.cat_ids)
+        for image_id in ids:
+            self._val_results.append((image_id, [r for r in results if r["image_id"] == image_id]))
 
     def on_validation_epoch_end(self) -> None:
         from ..evaluation.coco_eval import evaluate
 
         if self.val_gt is None:
             return
-        metrics = evaluate(self.val_gt, self._val_results, class_names=list(self.meta.class_names))
+        per_image = gather_validation(self._val_results)
+        results = [r for _, rs in per_image for r in rs]
+        metrics = evaluate(self.val_gt, results, class_names=list(self.meta.class_names))
+        # Every rank scores the same gathered results: the values agree, sync_dist only averages equals.
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
             value = metrics.get(key)
-            self.log(
-                f"val/{key}", float(value) if value is not None and value >= 0 else 0.0, prog_bar=key in ("AP", "AP50")
-            )
+            self.log(f"val/{key}", float(value) if value is not None and value >= 0 else 0.0,
+                     prog_bar=key in ("AP", "AP50"), sync_dist=distributed)
+        self.log("val/images", float(len(per_image)), sync_dist=distributed)
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -180,14 +188,41 @@ def optim_to_dict(o: OptimConfig) -> dict[str, Any]:
     return d
 
 
+def gather_validation(local: list[tuple[int, list[dict[str, Any]]]]) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Every rank's (image id, results) pairs, on every rank, each image once.
+
+    Under a distributed strategy each process validates a slice of the images, and the
+    distributed sampler repeats a few images to give every rank as many: those repeats would
+    count twice. Without a process group this is ``local`` minus repeats.
+    """
+    parts = [local]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, local)
+    seen: set[int] = set()
+    out = []
+    for part in parts:
+        for image_id, results in part:
+            if image_id not in seen:
+                seen.add(image_id)
+                out.append((image_id, results))
+    return out
+
+
 class SOLODataModule(pl.LightningDataModule):
     """Train/val loaders over the synthetic splits or a COCO-format folder."""
 
     def __init__(self, data: str, spec, batch_size: int = 8, num_workers: int = 0, val_images: int | None = None,
-                 train_images: int | None = None, augment: bool = True, seed: int = 0) -> None:
+                 train_images: int | None = None, augment: bool = True, seed: int = 0,
+                 files: dict[str, str | None] | None = None, val_fraction: float | None = None) -> None:
+        """``files``: explicit ``train_ann``/``train_dir``/``val_ann``/``val_dir`` (see
+        ``data.splits.coco_sides``); ``val_fraction``: a single COCO folder's held-out share."""
         super().__init__()
         self.data, self.spec, self.batch_size, self.num_workers = data, spec, batch_size, num_workers
         self.val_images, self.train_images, self.augment, self.seed = val_images, train_images, augment, seed
+        self.files = {k: v for k, v in (files or {}).items() if v is not None}
+        self.val_fraction = val_fraction
+        self.data_description = "synthetic train and val splits"
         self.train_set = self.val_set = None
         self.class_names: list[str] = []
         self.cat_ids: list[int] = []
@@ -195,28 +230,30 @@ class SOLODataModule(pl.LightningDataModule):
         self._prepare()
 
     def _prepare(self) -> None:
-        from ..data.splits import open_split
+        from ..data.splits import VAL_FRACTION, coco_sides, describe, open_side, open_split
         from ..data.transforms import EvalTransform, TrainTransform
 
-        # Validation data and its ground truth come from the same loader as `solo-deploy eval`.
-        val, self.val_gt, self.class_names, self.cat_ids = open_split(self.data, "val", self.val_images)
-        if self.data == "synthetic":
+        if self.data == "synthetic" and not self.files:
             from ..data.synthetic import SyntheticDataset
 
+            # Validation data and its ground truth come from the same loader as `solo-deploy eval`.
+            val, self.val_gt, self.class_names, self.cat_ids = open_split("synthetic", "val", self.val_images)
             train = SyntheticDataset("train", count=self.train_images)
         else:
-            from pathlib import Path
+            from ..errors import BadInputError
 
-            from ..data.coco import CocoDataset
-
-            root = Path(self.data)
-            train = CocoDataset(root / "train" if (root / "train").is_dir() else root)
-            if self.train_images is not None:
-                train = train.take(self.train_images)
-            if list(train.class_names) != self.class_names:
-                from ..errors import BadInputError
-
-                raise BadInputError(f"{root}: train and val splits have different categories")
+            fraction = VAL_FRACTION if self.val_fraction is None else self.val_fraction
+            sides = coco_sides(self.data, val_fraction=fraction, **self.files)
+            self.data_description = describe(sides)
+            log.info("data: %s", self.data_description)
+            train, val = open_side(sides["train"], self.train_images), open_side(sides["val"], self.val_images)
+            self.val_gt, self.class_names, self.cat_ids = val.coco_dict, list(val.class_names), list(val.cat_ids)
+            if list(train.class_names) != self.class_names or list(train.cat_ids) != self.cat_ids:
+                raise BadInputError(f"train and val sets have different categories: {list(train.class_names)} "
+                                    f"vs {self.class_names}")
+            if not len(train) or not len(val):
+                which = "training" if not len(train) else "validation"
+                raise BadInputError(f"no {which} images ({self.data_description})")
         self.train_set = _Mapped(train, TrainTransform(self.spec) if self.augment else EvalTransform(self.spec),
                                  self.seed)
         self.val_set = _Mapped(val, EvalTransform(self.spec), self.seed)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ class TrainRequest:
     devices: str = "auto"
     accelerator: str = "auto"
     progress: bool = True
+    strategy: str = "auto"  # Lightning's: ddp, ddp_spawn, fsdp, ... ("auto": one process per device)
+    num_nodes: int = 1
+    max_time: str | None = None  # "[DD:]HH:MM:SS" budget on any run (the schedule follows it), or "off"
+    # Explicit annotation files and image folders (``data.splits.coco_sides``), a single
+    # folder's held-out share for validation.
+    files: tuple[tuple[str, str | None], ...] = ()
+    val_fraction: float | None = None
+    echo: Callable[[str], None] | None = field(default=None, compare=False)  # the CLI's line printer
 
 
 def load_recipe(preset: str, path: str | None) -> dict[str, Any]:
@@ -94,6 +103,7 @@ def train(req: TrainRequest) -> Path:
     _quiet_lightning()
     recipe = load_recipe(req.preset, req.recipe)
     recipe.update({k: v for k, v in req.overrides if v is not None})
+    _apply_time_budget(recipe, req)
     imgsz = tuple(int(v) for v in recipe.get("imgsz", (256, 256)))
     loaded = read_model(req.from_model) if req.from_model else None
     spec = PreprocessSpec(input_hw=imgsz)
@@ -110,7 +120,10 @@ def train(req: TrainRequest) -> Path:
                             f"or choose another --output")
     dm = SOLODataModule(req.data, spec, batch_size=int(recipe.get("batch_size", 8)),
                         num_workers=int(recipe.get("num_workers", 0)), val_images=recipe.get("val_images"),
-                        train_images=recipe.get("train_images"), seed=seed)
+                        train_images=recipe.get("train_images"), seed=seed, files=dict(req.files),
+                        val_fraction=req.val_fraction)
+    if req.echo is not None:
+        req.echo(f"data: {dm.data_description} ({len(dm.train_set)} training, {len(dm.val_set)} validation images)")
     if loaded is not None:
         # Fine-tuning: the architecture is the file's (an imported model need not equal a preset);
         # only the number of classes follows the data.
@@ -126,14 +139,16 @@ def train(req: TrainRequest) -> Path:
     post = PostprocessConfig(**post_over)
     meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names),
                      preset=loaded[1].preset if loaded is not None else req.preset,
-                     postprocess=post, extra={"data": req.data, "recipe": dict(recipe)})
+                     postprocess=post, extra={"data": req.data, "data_sides": dm.data_description,
+                                              "recipe": dict(recipe)})
     net = SOLONet(model_cfg, req.backbone_weights)
     if req.from_model:
         _init_from(net, req.from_model, meta, loaded)
 
     steps_per_epoch = max(1, len(dm.train_set) // dm.batch_size)
-    epochs = int(recipe.get("epochs", 1))
-    total = int(recipe.get("max_steps") or epochs * steps_per_epoch)
+    until_time = bool(recipe.pop("_until_time", False))
+    epochs = -1 if until_time else int(recipe.get("epochs", 1))
+    total = -1 if until_time else int(recipe.get("max_steps") or epochs * steps_per_epoch)
     optim = OptimConfig(**{k: recipe[k] for k in ("optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
                                                   "momentum", "min_lr_ratio", "time_budget_s") if k in recipe})
     module = SOLOModule(json.loads(json.dumps(meta.to_dict())), optim_to_dict(optim), net=net, total_steps=total)
@@ -150,6 +165,8 @@ def train(req: TrainRequest) -> Path:
         max_time=recipe.get("max_time"),
         accelerator=req.accelerator,
         devices=req.devices,
+        strategy=req.strategy,
+        num_nodes=req.num_nodes,
         precision=recipe.get("precision", _default_precision()),
         gradient_clip_val=float(recipe.get("grad_clip", 35.0)),
         callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", []))],
@@ -173,11 +190,58 @@ def train(req: TrainRequest) -> Path:
     return run
 
 
+def parse_duration(text: str) -> int:
+    """``[DD:]HH:MM:SS`` -> seconds (positive); BadInputError naming the value otherwise."""
+    parts = str(text).strip().split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (3, 4) or any(v < 0 for v in values) or any(v > 59 for v in values[-2:]):
+        raise BadInputError(f"--max-time must be HH:MM:SS or DD:HH:MM:SS, got {text!r}")
+    days, hours, minutes, seconds = ([0] * (4 - len(values))) + values
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise BadInputError(f"--max-time must be longer than 0 seconds, got {text!r}")
+    return total
+
+
+def _apply_time_budget(recipe: dict[str, Any], req: TrainRequest) -> None:
+    """One wall-clock budget rule for every run, applied to ``recipe`` in place.
+
+    ``--max-time`` sets a budget (Lightning stops the run there, the learning-rate schedule runs
+    over that wall time); ``--max-time off`` removes one. Otherwise a recipe's own budget (the
+    shipped CPU recipe's 1 h 57 min) holds only while the run's length is the recipe's too:
+    ``--epochs`` or ``--max-steps`` make the schedule follow epochs or steps instead.
+    """
+    given = {k for k, v in req.overrides if v is not None}
+    had = recipe.get("max_time") or recipe.get("time_budget_s")
+    if req.max_time is not None:
+        recipe.pop("max_time", None)
+        recipe.pop("time_budget_s", None)
+        if str(req.max_time).strip().lower() not in ("off", "none"):
+            seconds = parse_duration(req.max_time)
+            recipe["max_time"] = {"seconds": seconds}
+            recipe["time_budget_s"] = float(seconds)
+            # Without --epochs / --max-steps the budget alone ends the run (the recipe's epochs
+            # would otherwise stop it before its schedule has run).
+            recipe["_until_time"] = not given & {"epochs", "max_steps"}
+            log.info("time budget: %s (--max-time); the learning-rate schedule follows it", req.max_time)
+    elif had and given & {"epochs", "max_steps"}:
+        recipe.pop("max_time", None)
+        recipe.pop("time_budget_s", None)
+        log.info("the recipe's time budget is off: --%s sets the run's length (--max-time adds one)",
+                 "epochs" if "epochs" in given else "max-steps")
+    elif had:
+        log.info("time budget from the recipe: max_time %s, schedule over %s s (--max-time changes it)",
+                 recipe.get("max_time"), recipe.get("time_budget_s"))
+
+
 def _val_schedule(recipe: dict[str, Any], total: int, steps_per_epoch: int) -> dict[str, Any]:
     """Validate every N optimiser steps (across epochs) when the recipe says so, else per epoch."""
     every = recipe.get("val_every_steps")
     if every:
-        every = int(min(int(every), total))
+        every = int(min(int(every), total)) if total > 0 else int(every)  # total -1: until the time budget
         if every <= steps_per_epoch:
             return {"val_check_interval": every, "check_val_every_n_epoch": None}
     return {"check_val_every_n_epoch": int(recipe.get("val_every", 1))}

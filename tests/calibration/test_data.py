@@ -66,11 +66,15 @@ def test_video_every_kth_frame(tmp_path) -> None:
 
 
 def test_coco_dataset(tmp_path) -> None:
+    from solo_deploy.data.splits import held_out_ids
     from solo_deploy.data.synthetic import write_coco
 
     write_coco(tmp_path / "coco", "calib", n_images=6)
     calib = load_calibration_images(tmp_path / "coco", SPEC, 4, force=True)
-    assert calib.kind == "coco" and calib.count == 4 and calib.found == 6
+    # One folder: calibration takes its training side; the held-out image is left for the AP check.
+    _, val_ids = held_out_ids([1, 2, 3, 4, 5, 6], 0.1)
+    assert calib.kind == "coco" and calib.count == 4 and calib.found == 5 and len(val_ids) == 1
+    assert {f"image_id={i}" for i in val_ids}.isdisjoint(calib.names)
 
 
 def test_too_few_images_needs_force(tmp_path) -> None:

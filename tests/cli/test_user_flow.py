@@ -35,19 +35,27 @@ def test_2_train_one_tiny_epoch_on_the_coco_folder(flow):
                       "--imgsz", "64", "64", "--batch", "2", "--val-images", "3", "--no-progress",
                       "--accelerator", "cpu", cwd=flow, timeout=600))
     assert "model.safetensors" in out
+    assert "held-out split by image id, 10% for validation" in out and "(7 training, 1 validation images)" in out
     for name in ("model.safetensors", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
         assert (flow / "runs/tiny" / name).is_file(), name
 
 
-@pytest.mark.parametrize("limit", [[], ["--images", "5"]], ids=["all", "first-5"])
-def test_3_eval_on_the_coco_folder(flow, limit):
-    name = f"metrics{len(limit)}.json"
-    out = _ok(run_cli("eval", "runs/tiny/model.safetensors", "--data", "shapes", *limit, "--json", name, cwd=flow))
+@pytest.mark.parametrize(("args", "count"), [
+    (["--ann", "shapes/annotations.json"], 8),  # every image of the file
+    (["--ann", "shapes/annotations.json", "--images-dir", "shapes/images", "--images", "5"], 5),
+    ([], 1),  # one folder: the held-out validation side (10% of 8 images, at least one)
+    (["--split", "train"], 7),  # ... and its training side
+], ids=["ann-all", "ann-first-5", "held-out-val", "held-out-train"])
+def test_3_eval_on_the_coco_folder(flow, args, count):
+    name = f"metrics{'-'.join(args).replace('/', '_')}.json"
+    out = _ok(run_cli("eval", "runs/tiny/model.safetensors", "--data", "shapes", *args, "--json", name, cwd=flow))
     metrics = json.loads((flow / name).read_text())
-    assert metrics["images"] == (5 if limit else 8)
+    assert metrics["images"] == count
     assert 0.0 <= metrics["AP"] <= 100.0 or metrics["AP"] == -1.0
     assert f"({metrics['images']} images" in out
     assert set(metrics["per_class"]) == {"circle", "rectangle", "triangle", "ring"}
+    if not args or args[0] == "--split":
+        assert "held-out split by image id, 10% for validation" in out, out
 
 
 def test_4_predict_on_the_image_folder(flow):
