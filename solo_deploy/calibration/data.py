@@ -8,8 +8,8 @@ FFmpeg capture for videos, the data sets' own loaders).
 Sources (``data``):
 
 * ``synthetic``: the built-in ``calib`` split (128 images, disjoint from train/val);
-* a COCO data set in any layout ``train`` takes (see :mod:`~solo_deploy.data.splits`): its
-  training side, or the JSON file itself;
+* a COCO data set in any layout ``train`` takes (see :mod:`~solo_deploy.data.splits`), or its
+  JSON file: the training side (one folder or file: the images its held-out split trains on);
 * an image folder: every image file below it (recursive, sorted by relative path);
 * a video file: every k-th frame; k defaults to frame_count // N so that the N frames spread
   over the whole video (10 when the count is unknown).
@@ -90,6 +90,8 @@ def source_kind(data: str | Path) -> str:
         raise BadInputError(f"calibration data {p} is neither a file nor a folder")
     if (p / "annotations.json").is_file() or any((p / "annotations").glob("instances_*.json")):
         return "coco"
+    if all((p / side / "annotations.json").is_file() for side in ("train", "val")):
+        return "coco"  # train/ and val/ folders: calibrate on train/ only
     return "folder"
 
 

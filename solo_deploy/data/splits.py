@@ -8,8 +8,8 @@
    images in ``<name>/`` (or ``images/<name>/``, ``images/``);
 2. **split folders**: ``train/`` and ``val/``, each a COCO folder of its own;
 3. **a single COCO folder** (``annotations.json`` + ``images/``, a lone ``instances_*.json``, or
-   the JSON file itself): a held-out split by image id (evaluating the split a lone
-   ``instances_<name>.json`` is named after takes all of it). Ids are ordered by a hash of the id (so a
+   the JSON file itself): a held-out split by image id, the same for training, ``eval`` and
+   calibration (``eval --ann FILE`` scores every image of one file). Ids are ordered by a hash of the id (so a
    split does not change when images are appended, and does not follow file order), and the
    first ``val_fraction`` of them (at least one) are the validation side, the rest training.
 
@@ -54,6 +54,8 @@ def held_out_ids(ids: list[int], fraction: float) -> tuple[list[int], list[int]]
         raise BadInputError(f"--val-fraction must be between 0 and 1 (exclusive), got {fraction}")
     order = sorted(ids, key=lambda i: hashlib.sha1(str(int(i)).encode()).hexdigest())
     n_val = max(1, round(fraction * len(order)))
+    if len(order) >= 2:
+        n_val = min(n_val, len(order) - 1)  # both sides keep at least one image
     val = set(order[:n_val])
     return [i for i in ids if i not in val], [i for i in ids if i in val]
 
@@ -88,6 +90,11 @@ def coco_sides(data: str | Path, *, val_fraction: float = VAL_FRACTION, train_an
     if not root.exists():
         raise BadInputError(f"data folder not found: {root}")
     found = _search(root, val_fraction)
+    if any(explicit.values()) and found["train"].held_out is not None:
+        # One folder beside an explicit set for the other side: all of the folder, nothing held out.
+        given = "--val-ann" if explicit["val"] else "--train-ann"
+        whole = CocoSide(how=f"{root} (all of it: the other side is {given})", root=root)
+        return {side: explicit[side] or whole for side in SIDES}
     return {side: explicit[side] or found[side] for side in SIDES}
 
 
@@ -99,10 +106,11 @@ def _explicit(ann: str | Path | None, images: str | Path | None, ann_flag: str, 
     ann = Path(ann)
     if not ann.is_file():
         raise BadInputError(f"{ann_flag}: annotation file not found: {ann}")
-    dirs = (Path(images),) if images is not None else (ann.parent, ann.parent / "images")
-    if images is not None and not dirs[0].is_dir():
-        raise BadInputError(f"{dir_flag}: image folder not found: {dirs[0]}")
-    return CocoSide(how=f"{ann} with images in {dirs[0]} ({ann_flag})", ann=ann, image_dirs=dirs)
+    if images is None:  # CocoDataset's default: beside the file, or in its images/ folder
+        return CocoSide(how=f"{ann} with images beside it ({ann_flag})", ann=ann)
+    if not Path(images).is_dir():
+        raise BadInputError(f"{dir_flag}: image folder not found: {images}")
+    return CocoSide(how=f"{ann} with images in {images} ({ann_flag})", ann=ann, image_dirs=(Path(images),))
 
 
 def _search(root: Path, val_fraction: float) -> dict[str, CocoSide]:
@@ -128,9 +136,9 @@ def open_side(side: CocoSide, images: int | None = None):
     ds = CocoDataset(ann=side.ann, image_dirs=side.image_dirs) if side.ann is not None else CocoDataset(side.root)
     if side.held_out is not None:
         fraction, which = side.held_out
-        if len(ds) < 2 and which == "train":
-            raise BadInputError(f"{ds.json_path} has {len(ds)} image(s): a held-out split needs at least 2 "
-                                f"(or pass --val-ann for a separate validation set)")
+        if len(ds) < 2:
+            raise BadInputError(f"{ds.json_path} has {len(ds)} image(s): a held-out split needs at least 2; "
+                                f"give the validation images separately (train --val-ann, eval --ann)")
         train_ids, val_ids = held_out_ids(ds.image_ids, fraction)
         ds = ds.select(train_ids if which == "train" else val_ids)
     if images is not None:
@@ -185,8 +193,6 @@ def _named_side(root: Path, split: str, val_fraction: float) -> CocoSide:
             names = ", ".join(f.name for f in files)
             raise BadInputError(f"{root / 'annotations'} has {names}: none or several match --split {split!r}; "
                                 f"pass --ann FILE")
-        if named:  # a lone instances_val2017.json: evaluating "val" means all of it
-            return _standard_side(root, named[0])
         if (root / split).is_dir():
             return CocoSide(how=f"{root / split}/ (split folder)", root=root / split)
         if (root / "train").is_dir() and (root / "val").is_dir():

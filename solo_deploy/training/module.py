@@ -157,13 +157,22 @@ class SOLOModule(pl.LightningModule):
             from ..errors import BadInputError
 
             raise BadInputError(f"unknown optimizer {o.optimizer!r}: expected adamw or sgd")
-        total = max(1, self.total_steps)
+        total = self.total_steps
+        if total <= 0 and self._trainer is not None:
+            # This process's optimiser steps for the run: Lightning counts the epochs, max_steps,
+            # and the share of the data each distributed rank gets. Infinite when only a time
+            # budget bounds the run.
+            estimate = float(self.trainer.estimated_stepping_batches)
+            total = int(estimate) if math.isfinite(estimate) else 0
         import time
 
         def progress(step: int) -> float:
+            by_steps = step / total if total > 0 else 0.0
             if o.time_budget_s:
-                return min(1.0, (self._elapsed_offset + time.time() - self._t_start) / o.time_budget_s)
-            return min(1.0, step / total)
+                # A budget beside epochs / steps: whichever runs out first ends the schedule.
+                elapsed = (self._elapsed_offset + time.time() - self._t_start) / o.time_budget_s
+                return min(1.0, max(by_steps, elapsed))
+            return min(1.0, step / max(1, total))
 
         def factor(step: int) -> float:
             if step < o.warmup_steps:

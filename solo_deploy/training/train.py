@@ -151,7 +151,11 @@ def train(req: TrainRequest) -> Path:
     total = -1 if until_time else int(recipe.get("max_steps") or epochs * steps_per_epoch)
     optim = OptimConfig(**{k: recipe[k] for k in ("optimizer", "lr", "weight_decay", "warmup_steps", "schedule",
                                                   "momentum", "min_lr_ratio", "time_budget_s") if k in recipe})
-    module = SOLOModule(json.loads(json.dumps(meta.to_dict())), optim_to_dict(optim), net=net, total_steps=total)
+    # The schedule's length: --max-steps as given, else Lightning's own count for this process
+    # (epochs x batches per rank: a distributed run divides the data among the ranks).
+    sched_total = int(recipe["max_steps"]) if recipe.get("max_steps") and not until_time else -1
+    module = SOLOModule(json.loads(json.dumps(meta.to_dict())), optim_to_dict(optim), net=net,
+                        total_steps=sched_total)
     module.val_gt, module.cat_ids = dm.val_gt, dm.cat_ids
 
     curves = CurvesCallback(run)

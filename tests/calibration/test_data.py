@@ -77,6 +77,15 @@ def test_coco_dataset(tmp_path) -> None:
     assert {f"image_id={i}" for i in val_ids}.isdisjoint(calib.names)
 
 
+def test_train_and_val_folders_calibrate_on_train_only(tmp_path) -> None:
+    from solo_deploy.data.synthetic import write_coco
+
+    write_coco(tmp_path / "data" / "train", "calib", n_images=3)
+    write_coco(tmp_path / "data" / "val", "val", n_images=4)
+    calib = load_calibration_images(tmp_path / "data", SPEC, 8, force=True)
+    assert calib.kind == "coco" and calib.found == 3 and calib.count == 3
+
+
 def test_too_few_images_needs_force(tmp_path) -> None:
     _write_images(tmp_path / "few", 10)
     with pytest.raises(BadInputError) as exc:

@@ -91,6 +91,10 @@ def test_one_folder_gets_a_deterministic_held_out_split(sets: Path, tmp_path: Pa
         "eval", sets / "m.safetensors", "--data", data, "--val-fraction", "0.5", "--json", "h.json",
         cwd=tmp_path)) else None
     assert half["images"] == 4 and "50% for validation" in half["data_source"]
+    most = json.loads((tmp_path / "m.json").read_text()) if _ok(run_cli(
+        "eval", sets / "m.safetensors", "--data", data, "--val-fraction", "0.99", "--split", "train", "--json",
+        "m.json", cwd=tmp_path)) else None
+    assert most["images"] == 1  # the training side keeps at least one image
     # The rule itself: by image id (a hash), not by file order; the sides never overlap.
     ids = list(range(1, 10))
     tr, va = held_out_ids(ids, 0.5)
@@ -122,6 +126,16 @@ def test_explicit_files_for_train_eval_and_calibrate(sets: Path, tmp_path: Path)
                       "--max-ap-drop", "100", cwd=tmp_path, timeout=600))
     report = json.loads((tmp_path / "cal" / "calibration_report.json").read_text())
     assert report["accuracy"]["images"] == 2 and report["accuracy"]["data"].endswith("val.json")
+    # --ann alone: images beside the file (no images/ folder there).
+    flat = tmp_path / "flat"
+    shutil.copytree(sets / "b" / "images", flat)
+    shutil.copy(sets / "b" / "annotations.json", flat / "labels.json")
+    out = _ok(run_cli("eval", sets / "m.safetensors", "--ann", flat / "labels.json", cwd=tmp_path))
+    assert "(5 images" in out and "images beside it" in out
+    # One folder with an explicit validation set: all of the folder trains, nothing is held out.
+    out = _ok(run_cli("train", "--data", sets / "c", "--val-ann", labels / "val.json", "--val-dir", pictures / "v",
+                      "-o", "run3", *TRAIN, cwd=tmp_path, timeout=600))
+    assert "(all of it: the other side is --val-ann)" in out and "(9 training, 5 validation images)" in out
     # Typos: a missing file or folder, a folder without its file.
     assert_one_line_error(run_cli("eval", sets / "m.safetensors", "--ann", labels / "vall.json", cwd=tmp_path), 2,
                           "--ann: annotation file not found", "vall.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,20 @@ def test_max_time_stops_the_run_and_the_schedule_follows_it(tmp_path: Path) -> N
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
+def test_a_time_cap_beside_max_steps_leaves_the_schedule_to_the_steps(tmp_path: Path) -> None:
+    """--max-time as a safety cap on a run with --max-steps: the rate reaches its floor with the
+    last step, not an hour later. The row logged at the 10th step shows the rate after 9 of 12
+    scheduler steps: cosine factor 0.155 (an hour-long schedule would still be at ~1)."""
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text("imgsz: [64, 64]\nbatch_size: 2\nwarmup_steps: 0\nschedule: cosine\nlr: 0.001\n"
+                      "val_every: 1000\nepochs: 100\n")
+    proc = run_cli("train", "-o", "run", "--recipe", recipe, "--max-time", "01:00:00", "--max-steps", "12",
+                   "--train-images", "8", "--no-progress", "--accelerator", "cpu", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert _rows(tmp_path / "run", "train/lr") == pytest.approx([1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(
+        math.pi * 9 / 12)))], rel=1e-3)
+
+
 def test_epochs_turn_the_recipe_budget_off_and_bad_budgets_are_usage_errors(tmp_path: Path) -> None:
     proc = run_cli("train", "-o", "run", "--epochs", "1", "--max-steps", "1", *TINY, "--log-level", "info",
                    cwd=tmp_path, timeout=600)
@@ -68,10 +83,18 @@ def test_two_process_validation_equals_one_process() -> None:
 
 
 def test_train_with_two_cpu_processes(tmp_path: Path) -> None:
-    proc = run_cli("train", "-o", "run", "--strategy", "ddp", "--devices", "2", "--epochs", "1", "--max-steps", "2",
-                   "--imgsz", "64", "64", "--batch", "1", "--train-images", "4", "--val-images", "5", "--no-progress",
-                   "--accelerator", "cpu", cwd=tmp_path, timeout=600)
+    """Two processes share the 8 training images: 4 steps per epoch each, 12 in 3 epochs, so the
+    rate logged at the 10th step is the cosine's at 9/12 (a one-process count, 24, would leave it
+    at 9/24: 6.9e-4 instead of 1.55e-4)."""
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text("imgsz: [64, 64]\nbatch_size: 1\nwarmup_steps: 0\nschedule: cosine\nlr: 0.001\n")
+    proc = run_cli("train", "-o", "run", "--recipe", recipe, "--strategy", "ddp", "--devices", "2", "--epochs", "3",
+                   "--train-images", "8", "--val-images", "5", "--no-progress", "--accelerator", "cpu", cwd=tmp_path,
+                   timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert _rows(tmp_path / "run", "val/images") == [5.0]  # 3 + 3 on the ranks, the repeat dropped
+    assert _rows(tmp_path / "run", "val/images") == [5.0] * 3  # 3 + 3 on the ranks, the repeat dropped
+    assert max(_rows(tmp_path / "run", "step")) <= 12
+    assert _rows(tmp_path / "run", "train/lr") == pytest.approx([1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(
+        math.pi * 9 / 12)))], rel=1e-3)
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert_one_line_error(run_cli("train", "-o", "run2", "--num-nodes", "0", cwd=tmp_path), 2, "--num-nodes")
