@@ -17,6 +17,7 @@ Normalisation (mean/std) runs in the exported graph.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -30,6 +31,9 @@ cv2 = lazy_import("cv2")
 
 RESIZE_MODES = ("letterbox", "keep-ratio")
 INTERPOLATIONS = ("area", "bilinear")
+# Largest network input side a model file may ask for (mmdetection's largest test scale is 1333;
+# 8192 leaves room for tiled aerial inputs and stops a header from asking for a 10^5-pixel side).
+MAX_INPUT_SIDE = 8192
 
 # ImageNet statistics in RGB order, as torchvision and the SOLO reference configs use.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -69,6 +73,15 @@ class PreprocessSpec:
     def __post_init__(self) -> None:
         h, w = self.input_hw
         d = self.size_divisor
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise BadInputError(f"preprocessing {name} must be 3 finite numbers, got {values!r}")
+        if min(self.std) <= 0:
+            raise BadInputError(f"preprocessing std must be positive (it divides the image), got {self.std!r}")
+        if not (isinstance(self.pad_value, (int, float)) and math.isfinite(self.pad_value)):
+            raise BadInputError(f"preprocessing pad value must be a finite number, got {self.pad_value!r}")
+        if max(h, w) > MAX_INPUT_SIDE or (self.scale is not None and max(self.scale) > MAX_INPUT_SIDE):
+            raise BadInputError(f"input size {h}x{w} (scale {self.scale}) exceeds {MAX_INPUT_SIDE} pixels a side")
         if not isinstance(d, int) or d < 1:
             raise BadInputError(f"size divisor must be a positive integer, got {d!r}")
         if h <= 0 or w <= 0 or h % d or w % d:

@@ -36,6 +36,22 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")  # torchvision Res
 ARCHS = ("solo", "solov2", "decoupled-solo", "decoupled-solo-light")
 
 
+# Bounds on an architecture read from a model file (checked before anything is built, so absurd
+# values are one line instead of gigabytes). Each admits every reference model with room: head
+# 512 and mask features 256 (SOLOv2 R50/R101), 7 stacked convs (SOLO), grids 40/36/24/16/12
+# (every reference config), LVIS's 1203 classes.
+LIMITS: dict[str, int] = {
+    "num_classes": 10_000, "fpn_channels": 2048, "head_channels": 2048, "mask_channels": 2048,
+    "mask_feat_channels": 2048, "stacked_convs": 16, "norm_groups": 512, "grid": 256, "stride": 512,
+    "scale": 1 << 16,
+}
+NUM_LEVELS = 5  # P2..P6: the heads' level split (split_levels) and the FPN are built for five
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one SOLO or SOLOv2 network. Plain data: stored as a dict in every model file."""
@@ -66,8 +82,33 @@ class ModelConfig:
             raise BadInputError(f"unknown backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         if not (len(self.grids) == len(self.strides) == len(self.scale_ranges)):
             raise BadInputError("grids, strides and scale_ranges must have one entry per level")
-        if self.num_classes < 1:
-            raise BadInputError(f"num_classes must be at least 1, got {self.num_classes}")
+        for name in ("num_classes", "fpn_channels", "head_channels", "mask_channels", "mask_feat_channels",
+                     "stacked_convs", "norm_groups"):
+            value = getattr(self, name)
+            if not _whole(value) or not 1 <= value <= LIMITS[name]:
+                raise BadInputError(f"model config {name} = {value!r} is outside 1..{LIMITS[name]}")
+        if len(self.grids) != NUM_LEVELS:
+            raise BadInputError(f"model config has {len(self.grids)} levels; the network is built for {NUM_LEVELS} "
+                                "(grids, strides and scale_ranges)")
+        for what, values, limit in (("grid", self.grids, LIMITS["grid"]), ("stride", self.strides, LIMITS["stride"])):
+            if not all(_whole(v) and 1 <= v <= limit for v in values):
+                raise BadInputError(f"model config {what}s {list(values)} must be whole numbers in 1..{limit}")
+        if not all(len(r) == 2 and all(_whole(v) for v in r) and 0 <= r[0] < r[1] <= LIMITS["scale"]
+                   for r in self.scale_ranges):
+            raise BadInputError(f"model config scale_ranges {[list(r) for r in self.scale_ranges]} must be "
+                                f"(low, high) pairs with 0 <= low < high <= {LIMITS['scale']}")
+        if self.head_channels % self.norm_groups:
+            raise BadInputError(f"model config head_channels {self.head_channels} is not divisible by norm_groups "
+                                f"{self.norm_groups} (GroupNorm)")
+        if self.arch == "solov2":
+            for name in ("mask_feat_channels", "mask_channels"):
+                c = getattr(self, name)
+                if c % min(self.norm_groups, c):
+                    raise BadInputError(f"model config {name} {c} is not divisible by norm_groups {self.norm_groups}")
+        if not (isinstance(self.sigma, (int, float)) and 0 < self.sigma <= 1):
+            raise BadInputError(f"model config sigma (centre region) must be in (0, 1], got {self.sigma!r}")
+        if not (isinstance(self.prior_prob, (int, float)) and 0 < self.prior_prob < 1):
+            raise BadInputError(f"model config prior_prob must be in (0, 1), got {self.prior_prob!r}")
 
     @property
     def num_levels(self) -> int:
@@ -110,9 +151,9 @@ class ModelConfig:
         d = dict(d)
         for key in ("grids", "strides"):
             if key in d:
-                d[key] = tuple(int(v) for v in d[key])
+                d[key] = tuple(d[key])  # values checked in __post_init__ (int() would accept 40.7)
         if "scale_ranges" in d:
-            d["scale_ranges"] = tuple((int(a), int(b)) for a, b in d["scale_ranges"])
+            d["scale_ranges"] = tuple(tuple(r) for r in d["scale_ranges"])
         return cls(**d)
 
 

@@ -136,7 +136,7 @@ def open_side(side: CocoSide, images: int | None = None):
     ds = CocoDataset(ann=side.ann, image_dirs=side.image_dirs) if side.ann is not None else CocoDataset(side.root)
     if side.held_out is not None:
         fraction, which = side.held_out
-        if len(ds) < 2:
+        if len(ds) < 2 and which == "train":  # one image: it is the validation side, nothing trains
             raise BadInputError(f"{ds.json_path} has {len(ds)} image(s): a held-out split needs at least 2; "
                                 f"give the validation images separately (train --val-ann, eval --ann)")
         train_ids, val_ids = held_out_ids(ds.image_ids, fraction)
@@ -204,5 +204,8 @@ def _named_side(root: Path, split: str, val_fraction: float) -> CocoSide:
 
 
 def describe(sides: dict[str, Any]) -> str:
-    """One log line naming where each side comes from."""
+    """One log line naming where each side comes from (once when both come from one place)."""
+    hows = {v.how for v in sides.values()}
+    if len(hows) == 1:
+        return hows.pop()
     return "; ".join(f"{k}: {v.how}" for k, v in sides.items())

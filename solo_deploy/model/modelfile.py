@@ -65,15 +65,52 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], ModelMeta]:
 
 
 def read_model(path: str | Path) -> tuple[dict[str, Any], ModelMeta]:
-    """Read weights (float32 state dict) and metadata from a .ckpt or an inference model file."""
+    """Read weights (float32 state dict) and metadata from a .ckpt or an inference model file.
+
+    The metadata is checked on parsing (``ModelConfig``/``PreprocessSpec`` bounds), the weights
+    by :func:`check_weights`: every file that reaches a network holds exactly its tensors."""
     path = check_model_path(path)
     if path.stat().st_size == 0:
         raise BadInputError(f"model file is empty: {path}")
     if path.suffix == ".ckpt":
-        return _read_checkpoint(path)
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    raise BadInputError(f"unsupported model file type {path.suffix!r} for {path}: expected .ckpt or .safetensors")
+        state, meta = _read_checkpoint(path)
+    elif path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+    else:
+        raise BadInputError(f"unsupported model file type {path.suffix!r} for {path}: expected .ckpt or .safetensors")
+    check_weights(state, meta, path)
+    return state, meta
+
+
+def check_weights(state: dict[str, Any], meta: ModelMeta, path: str | Path) -> None:
+    """One ``BadInputError`` line unless ``state`` holds exactly the tensors the network that
+    ``meta`` describes declares: same names and shapes, floating weights floating and integer
+    buffers integer, every floating value finite."""
+    import torch
+
+    from .network import SOLONet
+
+    with torch.device("meta"):  # names, shapes and dtypes only: nothing allocated
+        expected = SOLONet(meta.model).state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise BadInputError(f"{path}: weights do not match the {meta.model.arch} config ({len(missing)} missing, "
+                            f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})")
+    for key, want in expected.items():
+        got = state[key]
+        if not isinstance(got, torch.Tensor):
+            raise BadInputError(f"{path}: weight {key} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != tuple(want.shape):
+            raise BadInputError(f"{path}: weight {key} has shape {tuple(got.shape)}, the {meta.model.arch} config "
+                                f"declares {tuple(want.shape)}")
+        if got.is_floating_point() != want.is_floating_point() or (
+                not want.is_floating_point() and got.dtype != want.dtype):
+            raise BadInputError(f"{path}: weight {key} is stored as {str(got.dtype).removeprefix('torch.')}, "
+                                f"the network declares {str(want.dtype).removeprefix('torch.')}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            bad = int((~torch.isfinite(got)).sum())
+            raise BadInputError(f"{path}: weight {key} has {bad} NaN or infinite value(s) of {got.numel()}")
 
 
 def build_network(path: str | Path, loaded: tuple[dict[str, Any], ModelMeta] | None = None):

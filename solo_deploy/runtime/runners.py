@@ -262,6 +262,13 @@ class OnnxRunner(Runner):
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, spin: bool = True) -> None:
         self.path = Path(path)
         info = inspect_model(self.path)
+        # The graph must be what its metadata describes: a copied metadata block on another graph
+        # would otherwise reach post-processing with the wrong arrays.
+        want = list(output_names(info.meta.model))
+        if list(info.output_names) != want or len(info.input_names) != 1:
+            raise BadInputError(f"{self.path}: graph inputs {list(info.input_names)} and outputs "
+                                f"{list(info.output_names)} do not match its solo-deploy metadata (one input, "
+                                f"outputs {want}): not a solo-deploy export of this model")
         super().__init__(info.meta, parse_device(device))
         self.input_name = info.input_names[0] if info.input_names else INPUT_NAME
         self.threads, self.spin = threads, spin

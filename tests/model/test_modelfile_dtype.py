@@ -16,14 +16,24 @@ from solo_deploy.errors import BadInputError
 from solo_deploy.model.modelfile import read_model, save_model_file
 from solo_deploy.preprocess import PreprocessSpec
 
+W, STEPS = "head.cate_out.weight", "backbone.body.bn1.num_batches_tracked"  # a weight, an integer buffer
+
 
 def _state():
+    from conftest import tiny_config
+
+    from solo_deploy.model.network import SOLONet
+
     torch.manual_seed(0)
-    return {"w": torch.randn(8, 8), "steps": torch.tensor(3)}
+    state = dict(SOLONet(tiny_config(num_classes=2)).state_dict())
+    state[STEPS] = torch.tensor(3)
+    return state
 
 
 def _meta():
-    return ModelMeta(model=get_preset("solov2-cpu-r18", 2), preprocess=PreprocessSpec(input_hw=(64, 64)),
+    from conftest import tiny_config
+
+    return ModelMeta(model=tiny_config(num_classes=2), preprocess=PreprocessSpec(input_hw=(64, 64)),
                      class_names=("a", "b"))
 
 
@@ -34,10 +44,11 @@ def test_float32_by_default_float16_on_request(tmp_path: Path) -> None:
     f32 = save_model_file(tmp_path / "f32.safetensors", state, _meta())
     f16 = save_model_file(tmp_path / "f16.safetensors", state, _meta(), dtype="float16")
     with safe_open(str(f32), framework="pt") as a, safe_open(str(f16), framework="pt") as b:
-        assert a.get_tensor("w").dtype == torch.float32 and b.get_tensor("w").dtype == torch.float16
-        assert a.get_tensor("steps").dtype == b.get_tensor("steps").dtype == torch.int64
-    assert torch.equal(read_model(f32)[0]["w"], state["w"])
-    assert not torch.equal(read_model(f16)[0]["w"], state["w"])  # rounded to half precision
+        assert a.get_tensor(W).dtype == torch.float32 and b.get_tensor(W).dtype == torch.float16
+        assert a.get_tensor(STEPS).dtype == b.get_tensor(STEPS).dtype == torch.int64
+    assert torch.equal(read_model(f32)[0][W], state[W])
+    assert not torch.equal(read_model(f16)[0][W], state[W])  # rounded to half precision
+    assert int(read_model(f16)[0][STEPS]) == 3
     with pytest.raises(BadInputError, match="float64"):
         save_model_file(tmp_path / "x.safetensors", state, _meta(), dtype="float64")
 
