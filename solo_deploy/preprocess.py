@@ -31,6 +31,12 @@ cv2 = lazy_import("cv2")
 
 RESIZE_MODES = ("letterbox", "keep-ratio")
 INTERPOLATIONS = ("area", "bilinear")
+def _finite(v: Any) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
 # Largest network input side a model file may ask for (mmdetection's largest test scale is 1333;
 # 8192 leaves room for tiled aerial inputs and stops a header from asking for a 10^5-pixel side).
 MAX_INPUT_SIDE = 8192
@@ -74,14 +80,14 @@ class PreprocessSpec:
         h, w = self.input_hw
         d = self.size_divisor
         for name, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            if len(values) != 3 or not all(_finite(v) for v in values):
                 raise BadInputError(f"preprocessing {name} must be 3 finite numbers, got {values!r}")
         if min(self.std) <= 0:
             raise BadInputError(f"preprocessing std must be positive (it divides the image), got {self.std!r}")
-        if not (isinstance(self.pad_value, (int, float)) and math.isfinite(self.pad_value)):
+        if not _finite(self.pad_value):
             raise BadInputError(f"preprocessing pad value must be a finite number, got {self.pad_value!r}")
-        if max(h, w) > MAX_INPUT_SIDE or (self.scale is not None and max(self.scale) > MAX_INPUT_SIDE):
-            raise BadInputError(f"input size {h}x{w} (scale {self.scale}) exceeds {MAX_INPUT_SIDE} pixels a side")
+        if max(h, w) > MAX_INPUT_SIDE:
+            raise BadInputError(f"input size {h}x{w} exceeds {MAX_INPUT_SIDE} pixels a side")
         if not isinstance(d, int) or d < 1:
             raise BadInputError(f"size divisor must be a positive integer, got {d!r}")
         if h <= 0 or w <= 0 or h % d or w % d:
@@ -97,6 +103,8 @@ class PreprocessSpec:
                 raise BadInputError(f"keep-ratio resizing needs scale = (long side, short side), got {self.scale!r}")
             # mmdetection accepts (w, h) or (h, w): the larger value always bounds the long side.
             object.__setattr__(self, "scale", (int(max(self.scale)), int(min(self.scale))))
+            if self.scale[0] > MAX_INPUT_SIDE:
+                raise BadInputError(f"keep-ratio scale {self.scale} exceeds {MAX_INPUT_SIDE} pixels a side")
         elif self.scale is not None:
             raise BadInputError("scale applies to keep-ratio resizing only (letterbox uses input_hw)")
         if self.resize == "letterbox" and not (0 <= self.pad_value <= 255):

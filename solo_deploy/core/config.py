@@ -49,7 +49,9 @@ NUM_LEVELS = 5  # P2..P6: the heads' level split (split_levels) and the FPN are 
 
 
 def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class ModelConfig:
                      "stacked_convs", "norm_groups"):
             value = getattr(self, name)
             if not _whole(value) or not 1 <= value <= LIMITS[name]:
-                raise BadInputError(f"model config {name} = {value!r} is outside 1..{LIMITS[name]}")
+                raise BadInputError(f"model config {name} = {value!r} must be a whole number in 1..{LIMITS[name]}")
         if len(self.grids) != NUM_LEVELS:
             raise BadInputError(f"model config has {len(self.grids)} levels; the network is built for {NUM_LEVELS} "
                                 "(grids, strides and scale_ranges)")

@@ -136,7 +136,7 @@ def open_side(side: CocoSide, images: int | None = None):
     ds = CocoDataset(ann=side.ann, image_dirs=side.image_dirs) if side.ann is not None else CocoDataset(side.root)
     if side.held_out is not None:
         fraction, which = side.held_out
-        if len(ds) < 2 and which == "train":  # one image: it is the validation side, nothing trains
+        if len(ds) == 0 or (len(ds) < 2 and which == "train"):  # one image: it is the validation side
             raise BadInputError(f"{ds.json_path} has {len(ds)} image(s): a held-out split needs at least 2; "
                                 f"give the validation images separately (train --val-ann, eval --ann)")
         train_ids, val_ids = held_out_ids(ds.image_ids, fraction)

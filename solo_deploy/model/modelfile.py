@@ -92,6 +92,9 @@ def check_weights(state: dict[str, Any], meta: ModelMeta, path: str | Path) -> N
 
     with torch.device("meta"):  # names, shapes and dtypes only: nothing allocated
         expected = SOLONet(meta.model).state_dict()
+    for key in expected:  # BatchNorm's step counter: unread at inference, dropped by some writers
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.int64)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:

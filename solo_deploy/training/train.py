@@ -185,7 +185,12 @@ def train(req: TrainRequest) -> Path:
     trainer.fit(module, datamodule=dm, ckpt_path=req.resume)
     best = ckpt.best_model_path or ckpt.last_model_path
     if best and Path(best).exists() and trainer.is_global_zero:
-        state, best_meta = read_model(best)
+        try:
+            state, best_meta = read_model(best)
+        except BadInputError as exc:
+            if "NaN or infinite" not in str(exc):
+                raise
+            raise BadInputError(f"training diverged: {exc} (try a lower --lr or --precision 32-true)") from None
         # float32 unless the recipe asks for float16 (model_file_dtype): half-precision weights
         # move outputs (median mask IoU 0.997 against float32, scores by up to 1e-3).
         dtype = str(recipe.get("model_file_dtype", "float32"))

@@ -212,3 +212,12 @@ def test_non_finite_area_is_refused(sets: Path, tmp_path: Path) -> None:
     data = _edited(sets, tmp_path / "area", edit)
     assert_one_line_error(run_cli("eval", sets / "m.safetensors", "--ann", data / "annotations.json", cwd=tmp_path),
                           2, "area must be a finite number")
+
+
+def test_an_empty_coco_file_is_one_line(sets: Path, tmp_path: Path) -> None:
+    def edit(coco):
+        coco["images"], coco["annotations"] = [], []
+    data = _edited(sets, tmp_path / "empty", edit)
+    for split in ("val", "train"):
+        assert_one_line_error(run_cli("eval", sets / "m.safetensors", "--data", data, "--split", split,
+                                      cwd=tmp_path), 2, "has 0 image(s)")
