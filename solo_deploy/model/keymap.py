@@ -35,7 +35,6 @@ Not checkable from the weights, so they must match mmdetection's config by hand:
 """
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -43,7 +42,7 @@ import torch
 
 from ..core.config import ModelConfig
 from ..errors import BadInputError
-from .network import SOLONet
+from .network import declared_tensors
 
 # (mmdetection template, SOLONet template, what decides whether the key exists). Placeholders:
 # {i}, {j} indices, {2j} twice {j}, {p} a parameter or buffer name, {rest} any dotted tail.
@@ -128,11 +127,8 @@ def _to_mmdet(key: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=16)
 def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # names and shapes only, no memory
-        state = SOLONet(cfg).state_dict()
-    return {k: tuple(v.shape) for k, v in state.items()}
+    return {k: shape for k, (shape, _) in declared_tensors(cfg).items()}
 
 
 def _field_for(key: str, dim: int) -> str:

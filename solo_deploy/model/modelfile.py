@@ -88,10 +88,9 @@ def check_weights(state: dict[str, Any], meta: ModelMeta, path: str | Path) -> N
     buffers integer, every floating value finite."""
     import torch
 
-    from .network import SOLONet
+    from .network import declared_tensors
 
-    with torch.device("meta"):  # names, shapes and dtypes only: nothing allocated
-        expected = SOLONet(meta.model).state_dict()
+    expected = declared_tensors(meta.model)  # names, shapes and dtypes only: nothing allocated
     for key in expected:  # BatchNorm's step counter: unread at inference, dropped by some writers
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros((), dtype=torch.int64)
@@ -100,17 +99,17 @@ def check_weights(state: dict[str, Any], meta: ModelMeta, path: str | Path) -> N
     if missing or unexpected:
         raise BadInputError(f"{path}: weights do not match the {meta.model.arch} config ({len(missing)} missing, "
                             f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})")
-    for key, want in expected.items():
+    for key, (shape, dtype) in expected.items():
         got = state[key]
         if not isinstance(got, torch.Tensor):
             raise BadInputError(f"{path}: weight {key} is a {type(got).__name__}, not a tensor")
-        if tuple(got.shape) != tuple(want.shape):
+        if tuple(got.shape) != shape:
             raise BadInputError(f"{path}: weight {key} has shape {tuple(got.shape)}, the {meta.model.arch} config "
-                                f"declares {tuple(want.shape)}")
-        if got.is_floating_point() != want.is_floating_point() or (
-                not want.is_floating_point() and got.dtype != want.dtype):
+                                f"declares {shape}")
+        if got.is_floating_point() != dtype.is_floating_point or (
+                not dtype.is_floating_point and got.dtype != dtype):
             raise BadInputError(f"{path}: weight {key} is stored as {str(got.dtype).removeprefix('torch.')}, "
-                                f"the network declares {str(want.dtype).removeprefix('torch.')}")
+                                f"the network declares {str(dtype).removeprefix('torch.')}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             bad = int((~torch.isfinite(got)).sum())
             raise BadInputError(f"{path}: weight {key} has {bad} NaN or infinite value(s) of {got.numel()}")
@@ -123,10 +122,5 @@ def build_network(path: str | Path, loaded: tuple[dict[str, Any], ModelMeta] | N
 
     state, meta = loaded or read_model(path)
     net = SOLONet(meta.model)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise BadInputError(
-            f"{path}: weights do not match the {meta.model.arch} config "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})"
-        )
+    net.load_state_dict(state)  # strict: read_model's check_weights matched every key and shape
     return net.eval(), meta

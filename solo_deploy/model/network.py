@@ -1,6 +1,7 @@
 """The SOLO / SOLOv2 / decoupled SOLO network: backbone + FPN + head, returning ``RawOutputs``."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -29,3 +30,14 @@ class SOLONet(nn.Module):
     def class_dependent_prefixes(self) -> tuple[str, ...]:
         """Parameter name prefixes that depend on the number of classes (re-initialised by fine-tuning)."""
         return ("head.cate_out.",)
+
+
+@functools.lru_cache(maxsize=16)
+def declared_tensors(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """``{state-dict key: (shape, dtype)}`` of the ``SOLONet`` that ``cfg`` builds, in its key order.
+
+    Built on the meta device: nothing is allocated, so any config that passes its own checks
+    can be described (model-file validation and the mmdetection key map both ask)."""
+    with torch.device("meta"):
+        state = SOLONet(cfg).state_dict()
+    return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}

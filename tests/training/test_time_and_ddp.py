@@ -18,6 +18,14 @@ TINY = ("--imgsz", "64", "64", "--batch", "2", "--train-images", "8", "--val-ima
         "--accelerator", "cpu")
 
 
+def _cosine_recipe(folder: Path, *extra: str, batch_size: int = 2) -> Path:
+    """A recipe whose learning rate is the bare cosine from 1e-3 (no warm-up), 64 x 64 inputs."""
+    path = folder / "cosine.yaml"
+    path.write_text("\n".join(["imgsz: [64, 64]", f"batch_size: {batch_size}", "warmup_steps: 0", "schedule: cosine",
+                               "lr: 0.001", *extra]) + "\n")
+    return path
+
+
 def _rows(run: Path, key: str) -> list[float]:
     with open(run / "logs" / "metrics.csv", newline="") as fh:
         return [float(r[key]) for r in csv.DictReader(fh) if r.get(key)]
@@ -25,9 +33,7 @@ def _rows(run: Path, key: str) -> list[float]:
 
 def test_max_time_stops_the_run_and_the_schedule_follows_it(tmp_path: Path) -> None:
     # No warm-up and no validation in the way: the learning rate shows the schedule's progress.
-    recipe = tmp_path / "fast.yaml"
-    recipe.write_text("imgsz: [64, 64]\nbatch_size: 2\nwarmup_steps: 0\nschedule: cosine\nlr: 0.001\n"
-                      "val_every: 1000\n")
+    recipe = _cosine_recipe(tmp_path, "val_every: 1000")
     proc = run_cli("train", "-o", "run", "--recipe", recipe, "--max-time", "00:00:10", "--train-images", "8",
                    "--no-progress", "--accelerator", "cpu", "--log-level", "info", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -44,9 +50,7 @@ def test_a_time_cap_beside_max_steps_leaves_the_schedule_to_the_steps(tmp_path: 
     """--max-time as a safety cap on a run with --max-steps: the rate reaches its floor with the
     last step, not an hour later. The row logged at the 10th step shows the rate after 9 of 12
     scheduler steps: cosine factor 0.155 (an hour-long schedule would still be at ~1)."""
-    recipe = tmp_path / "fast.yaml"
-    recipe.write_text("imgsz: [64, 64]\nbatch_size: 2\nwarmup_steps: 0\nschedule: cosine\nlr: 0.001\n"
-                      "val_every: 1000\nepochs: 100\n")
+    recipe = _cosine_recipe(tmp_path, "val_every: 1000", "epochs: 100")
     proc = run_cli("train", "-o", "run", "--recipe", recipe, "--max-time", "01:00:00", "--max-steps", "12",
                    "--train-images", "8", "--no-progress", "--accelerator", "cpu", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -86,8 +90,7 @@ def test_train_with_two_cpu_processes(tmp_path: Path) -> None:
     """Two processes share the 8 training images: 4 steps per epoch each, 12 in 3 epochs, so the
     rate logged at the 10th step is the cosine's at 9/12 (a one-process count, 24, would leave it
     at 9/24: 6.9e-4 instead of 1.55e-4)."""
-    recipe = tmp_path / "ddp.yaml"
-    recipe.write_text("imgsz: [64, 64]\nbatch_size: 1\nwarmup_steps: 0\nschedule: cosine\nlr: 0.001\n")
+    recipe = _cosine_recipe(tmp_path, batch_size=1)
     proc = run_cli("train", "-o", "run", "--recipe", recipe, "--strategy", "ddp", "--devices", "2", "--epochs", "3",
                    "--train-images", "8", "--val-images", "5", "--no-progress", "--accelerator", "cpu", cwd=tmp_path,
                    timeout=600)
