@@ -47,10 +47,10 @@ def predict(
     for idx, f in enumerate(files, start=1):
         try:
             img = read_image(f)
-        except BadInputError:
+        except BadInputError as exc:
             if len(files) == 1:
                 raise
-            skipped.append(f.name)
+            skipped.append(str(exc))  # names the file and why (undecodable, over a limit)
             continue
         inst = pred.predict(img)
         overlay = inst.plot(img)
@@ -61,11 +61,11 @@ def predict(
         results += inst.to_coco(image_id=idx)
         typer.echo(f"{f.name}: {len(inst)} instances")
     if skipped:
-        what = f"{len(skipped)} of {len(files)} files in {source} are not images OpenCV can read"
+        what = f"{len(skipped)} of {len(files)} files in {source} cannot be used"
         if not images:
-            raise BadInputError(f"{what}: nothing to predict")
-        typer.echo(f"warning: skipped {what}: {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}",
-                   err=True)
+            raise BadInputError(f"{what}: nothing to predict ({skipped[0]})")
+        more = f"; {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        typer.echo(f"warning: skipped {what}: {skipped[0]}{more}", err=True)
     write_json(output / "predictions.json", {"images": images, "categories": [
         {"id": i + 1, "name": n} for i, n in enumerate(pred.class_names)], "annotations": results}, indent=None)
     typer.echo(f"wrote {len(images)} overlays and {output / 'predictions.json'} [{pred.runner.backend}/"

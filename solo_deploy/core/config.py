@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError
+from ..limits import MAX_INSTANCES
 
 if TYPE_CHECKING:
     from ..preprocess import PreprocessSpec
@@ -181,6 +182,7 @@ class PostprocessConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise BadInputError(f"post-processing {name} must be a positive integer, got {value!r}")
+        MAX_INSTANCES.check(self.max_per_img, "post-processing max_per_img", "instances")
         if self.kernel not in ("gaussian", "linear"):
             raise BadInputError(f"unknown Matrix NMS kernel {self.kernel!r}: expected 'gaussian' or 'linear'")
 

@@ -88,7 +88,11 @@ def checkpoint_meta(ckpt: Any, path: str | os.PathLike[str]) -> ModelMeta:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a Lightning checkpoint; a pickle that would run code,
-    or a corrupt file, is one ``BadInputError`` line."""
+    or a corrupt file, is one ``BadInputError`` line; so is one that would inflate past
+    ``SOLO_DEPLOY_MAX_CHECKPOINT_BYTES``."""
+    from ..limits import check_checkpoint_size
+
+    check_checkpoint_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -19,7 +19,8 @@ from ..preprocess import as_bgr_uint8
 mask_utils = lazy_import("pycocotools.mask")
 cv2 = lazy_import("cv2")
 
-__all__ = ["PALETTE", "Instances", "detections_to_coco", "encode_masks", "masks_to_boxes"]
+__all__ = ["PALETTE", "Instances", "detections_to_coco", "encode_crops", "encode_masks", "masks_to_boxes",
+           "masks_to_crops"]
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
@@ -61,38 +62,61 @@ def _rle_counts(crop: np.ndarray, x0: int, y0: int, h: int, w: int) -> list[int]
     return np.diff(pos, prepend=0, append=h * w).tolist()
 
 
-def encode_masks(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """bool (K, H, W) -> K COCO compressed RLEs ``{"size": [H, W], "counts": str}``.
+def encode_crops(crops: Sequence[np.ndarray], boxes: np.ndarray, image_hw: tuple[int, int]) -> list[dict[str, Any]]:
+    """Masks given as crops -> COCO compressed RLEs ``{"size": [H, W], "counts": str}``.
 
-    ``boxes`` (K, 4) x0, y0, x1, y1 (exclusive) must contain each mask; computed when omitted.
+    ``crops[k]`` bool (y1 - y0, x1 - x0) is mask k inside its box ``boxes[k]`` (int x0, y0, x1, y1,
+    exclusive ends, inside the (H, W) image); the mask is False outside the box. Run lengths come
+    from the crops only (pycocotools' encoder scans whole frames: 20 masks of a 1080p frame are
+    40 MB per frame); pycocotools compresses them into its string format.
     """
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise BadInputError(f"expected masks (K, H, W), got shape {masks.shape}")
-    k, h, w = masks.shape
-    if k == 0:
+    h, w = int(image_hw[0]), int(image_hw[1])
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    if len(crops) != boxes.shape[0]:
+        raise BadInputError(f"{len(crops)} crops but {boxes.shape[0]} boxes")
+    if len(crops) == 0:
         return []
-    if boxes is None:
-        boxes = masks_to_boxes(masks)
-    boxes = np.asarray(boxes, np.float64)
-    if boxes.shape != (k, 4):
-        raise BadInputError(f"expected boxes (K={k}, 4) for masks {masks.shape}, got {boxes.shape}")
-    # Whole pixels that cover each box, inside the frame (a caller's box may be fractional).
-    lo = np.clip(np.floor(boxes[:, :2]), 0, [w, h]).astype(np.int64)
-    hi = np.clip(np.ceil(boxes[:, 2:]), 0, [w, h]).astype(np.int64)
-    # Run lengths from each box only (pycocotools' encoder scans whole frames: 20 masks of a
-    # 1080p frame are 40 MB per frame); pycocotools compresses them into its string format.
-    counts = [_rle_counts(masks[i, y0:y1, x0:x1], x0, y0, h, w)
-              for i, (x0, y0, x1, y1) in enumerate(np.concatenate([lo, hi], axis=1).tolist())]
+    counts = [_rle_counts(np.asarray(c, bool), x0, y0, h, w) for c, (x0, y0, _, _) in zip(crops, boxes.tolist())]
     rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON-serialisable
     return rles
 
 
+def masks_to_crops(masks: np.ndarray, boxes: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """bool (K, H, W) -> (crops, int64 (K, 4) boxes): each mask inside ``boxes`` (x0, y0, x1, y1,
+    exclusive; may be fractional, whole pixels covering them are taken) or, when omitted, its
+    tight box."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise BadInputError(f"expected masks (K, H, W), got shape {masks.shape}")
+    k, h, w = masks.shape
+    if boxes is None:
+        boxes = masks_to_boxes(masks)
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.shape != (k, 4):
+        raise BadInputError(f"expected boxes (K={k}, 4) for masks {masks.shape}, got {boxes.shape}")
+    lo = np.clip(np.floor(boxes[:, :2]), 0, [w, h]).astype(np.int64)
+    hi = np.maximum(np.clip(np.ceil(boxes[:, 2:]), 0, [w, h]).astype(np.int64), lo)
+    ibox = np.concatenate([lo, hi], axis=1)
+    crops = [np.ascontiguousarray(masks[i, y0:y1, x0:x1], dtype=bool)
+             for i, (x0, y0, x1, y1) in enumerate(ibox.tolist())]
+    return crops, ibox
+
+
+def encode_masks(masks: np.ndarray, boxes: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """bool (K, H, W) -> K COCO compressed RLEs ``{"size": [H, W], "counts": str}``.
+
+    ``boxes`` (K, 4) x0, y0, x1, y1 (exclusive) must contain each mask; computed when omitted.
+    """
+    masks = np.asarray(masks)
+    crops, ibox = masks_to_crops(masks, boxes)
+    return encode_crops(crops, ibox, masks.shape[1:])
+
+
 def detections_to_coco(
     image_id: int,
-    masks: np.ndarray,
+    masks: np.ndarray | None,
     labels: np.ndarray,
     scores: np.ndarray,
     cat_ids: Sequence[int],
@@ -100,9 +124,10 @@ def detections_to_coco(
 ) -> list[dict[str, Any]]:
     """One image's detections in the COCO results format.
 
-    ``masks`` bool (K, H, W) on the original image, ``labels`` (K,) contiguous class indices into
-    ``cat_ids`` (the dataset's category ids), ``scores`` (K,). The bbox [x, y, w, h] is the tight
-    box of each mask ([0, 0, 0, 0] for an empty mask). ``rles``: the masks' encoding
+    ``masks`` bool (K, H, W) on the original image (unused when ``rles`` is given), ``labels``
+    (K,) contiguous class indices into ``cat_ids`` (the dataset's category ids), ``scores`` (K,).
+    The bbox [x, y, w, h] is the tight box of each mask ([0, 0, 0, 0] for an empty mask).
+    ``rles``: the masks' encoding
     (``encode_masks``) when the caller already has it.
     """
     labels = np.asarray(labels).reshape(-1)
@@ -130,72 +155,139 @@ PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114
            (204, 121, 167), (120, 120, 120)]
 
 
-@dataclass
-class Instances:
-    """Instances of one image on its original grid.
+# Pixels per strip of Instances.plot's frame-sized temporaries (an id map, a colour image, a blend):
+# 4 MP keeps a 1080p frame in one strip and a 20000 x 20000 frame's temporaries near 100 MB.
+_PLOT_STRIP_PIXELS = 1 << 22
 
-    masks bool (K, H, W); labels int64 (K,); scores float32 (K,); boxes float32 (K, 4) as x0, y0, x1, y1,
-    and ``rles`` computed from ``masks`` on first use and kept (build a new ``Instances`` to change masks).
+
+@dataclass(kw_only=True, eq=False)
+class Instances:
+    """Instances of one image, each mask kept as the crop of its box.
+
+    ``labels`` int64 (K,) class indices into ``class_names``; ``scores`` float32 (K,), descending;
+    ``image_hw`` the original image's (H, W); ``crops[k]`` bool (y1 - y0, x1 - x0), mask k inside
+    ``crop_boxes[k]`` = int64 x0, y0, x1, y1 (exclusive ends; the tight box, all zero for an empty
+    mask). Memory is what the instances cover: 100 instances of a 4000 x 3000 photo as full frames
+    would be 1.2 GB. ``masks`` builds the full-frame (K, H, W) array on first use;
+    ``Instances.from_masks`` builds instances from one.
     """
 
-    masks: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
     class_names: tuple[str, ...]
     image_hw: tuple[int, int]
+    crops: tuple[np.ndarray, ...]
+    crop_boxes: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.image_hw = (int(self.image_hw[0]), int(self.image_hw[1]))
+        self.crops = tuple(self.crops)
+        self.crop_boxes = np.asarray(self.crop_boxes, np.int64).reshape(-1, 4)
+        k = int(np.asarray(self.scores).shape[0])
+        if not (len(self.crops) == self.crop_boxes.shape[0] == np.asarray(self.labels).shape[0] == k):
+            raise BadInputError(f"{len(self.crops)} crops, {self.crop_boxes.shape[0]} boxes, "
+                                f"{np.asarray(self.labels).shape[0]} labels and {k} scores differ")
+        h, w = self.image_hw
+        x0, y0, x1, y1 = self.crop_boxes.T
+        if k and ((x0 < 0).any() or (y0 < 0).any() or (x1 > w).any() or (y1 > h).any()):
+            raise BadInputError(f"instance boxes reach outside the {w}x{h} image")
+        for c, (bx0, by0, bx1, by1) in zip(self.crops, self.crop_boxes.tolist()):
+            if c.shape != (by1 - by0, bx1 - bx0):
+                raise BadInputError(f"a crop of shape {c.shape} does not fit its box {[bx0, by0, bx1, by1]}")
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str],
+                   image_hw: tuple[int, int] | None = None) -> Instances:
+        """Instances from full-frame bool (K, H, W) masks (cropped to their tight boxes)."""
+        masks = np.asarray(masks, bool)
+        crops, boxes = masks_to_crops(masks)
+        return cls(labels=np.asarray(labels, np.int64), scores=np.asarray(scores, np.float32),
+                   class_names=tuple(class_names), image_hw=tuple(image_hw or masks.shape[1:]), crops=crops,
+                   crop_boxes=boxes)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    @cached_property
+    @property
     def boxes(self) -> np.ndarray:
-        # Cached: the overlay and the JSON lines both need them (a pass over every mask).
-        return masks_to_boxes(self.masks)
+        """float32 (K, 4) x0, y0, x1, y1 (exclusive ends): each mask's tight box."""
+        return self.crop_boxes.astype(np.float32)
+
+    def mask(self, k: int) -> np.ndarray:
+        """bool (H, W): instance ``k``'s mask on the whole image."""
+        out = np.zeros(self.image_hw, bool)
+        x0, y0, x1, y1 = self.crop_boxes[k].tolist()
+        out[y0:y1, x0:x1] = self.crops[k]
+        return out
+
+    @cached_property
+    def masks(self) -> np.ndarray:
+        """bool (K, H, W), the full-frame masks, built on first use (K x H x W bytes) and kept."""
+        out = np.zeros((len(self), *self.image_hw), bool)
+        for k, (x0, y0, x1, y1) in enumerate(self.crop_boxes.tolist()):
+            out[k, y0:y1, x0:x1] = self.crops[k]
+        return out
 
     @cached_property
     def rles(self) -> list[dict[str, Any]]:
-        """COCO compressed RLEs of ``masks``; cached: the JSON lines and the demo's evaluation
-        both need them."""
-        return encode_masks(self.masks, self.boxes)
+        """COCO compressed RLEs of the masks, from the crops; cached: the JSON lines and the demo's
+        evaluation both need them."""
+        return encode_crops(self.crops, self.crop_boxes, self.image_hw)
 
     def to_coco(self, image_id: int = 0, cat_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """COCO results (RLE masks) for this image."""
         cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(self.class_names) + 1))
-        return detections_to_coco(image_id, self.masks, self.labels, self.scores, cat_ids, rles=self.rles)
+        return detections_to_coco(image_id, None, self.labels, self.scores, cat_ids, rles=self.rles)
 
     def plot(self, image_bgr: np.ndarray, alpha: float = 0.5, labels: bool = True) -> np.ndarray:
         """A copy of ``image_bgr`` with masks, outlines and class/score labels drawn (BGR uint8)."""
         out = as_bgr_uint8(image_bgr).copy()
         if len(self) == 0:
             return out
+        h, w = out.shape[:2]
+        if (h, w) != self.image_hw:
+            raise BadInputError(f"cannot draw instances of a {self.image_hw[1]}x{self.image_hw[0]} image on a "
+                                f"{w}x{h} one")
         colours = np.array([PALETTE[int(c) % len(PALETTE)] for c in self.labels], np.uint8)
-        boxes = self.boxes.astype(np.int64)
-        # Paint back to front so higher scores end on top. Each instance touches only its box
-        # (a full-frame boolean assignment per instance cost ~5 ms at 640x480 with 20 instances).
-        idmap = np.full(self.image_hw, -1, np.int32)
-        for k in np.argsort(self.scores).tolist():
-            x0, y0, x1, y1 = boxes[k].tolist()
-            np.copyto(idmap[y0:y1, x0:x1], k, where=self.masks[k, y0:y1, x0:x1])
-        # Whole-frame blend with OpenCV, copied back under the foreground: several times faster
-        # than gathering the foreground pixels into float arrays (the overlay was ~40% of the
-        # sinks' time at 640x480 with 20 instances).
-        if len(self) < 255:  # ids fit a uint8 map: a cv2.LUT gives the colour image
-            ids = (idmap + 1).astype(np.uint8)  # 0 = background
-            lut = np.zeros((256, 1, 3), np.uint8)
-            lut[1:len(self) + 1, 0] = colours
-            colour_img = cv2.LUT(cv2.merge([ids, ids, ids]), lut)
-        else:
-            ids = (idmap + 1).astype(np.uint16)
-            colour_img = np.take(np.vstack([np.zeros((1, 3), np.uint8), colours]), ids, axis=0)
-        blended = cv2.addWeighted(out, 1 - alpha, colour_img, alpha, 0)
-        cv2.copyTo(blended, (ids > 0).view(np.uint8), out)
-        edges = cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-        out[edges] = (255, 255, 255)
+        back_to_front = np.argsort(self.scores, kind="stable")  # higher scores end on top
+        top, bottom = self.crop_boxes[back_to_front, 1], self.crop_boxes[back_to_front, 3]
+        rows = max(1, _PLOT_STRIP_PIXELS // w)
+        for s0 in range(0, h, rows):
+            s1 = min(h, s0 + rows)
+            # One row of context each side: the outline at a strip's edge depends on its neighbours.
+            c0, c1 = max(0, s0 - 1), min(h, s1 + 1)
+            self._plot_strip(out, c0, c1, s0, s1, back_to_front[(top < c1) & (bottom > c0)], colours, alpha)
         if labels:
-            for k, (x0, y0, _, _) in enumerate(boxes.tolist()):
+            for k, (x0, y0, _, _) in enumerate(self.crop_boxes.tolist()):
                 text = f"{self.class_names[int(self.labels[k])]} {self.scores[k]:.2f}"
                 cv2.putText(out, text, (int(x0), max(10, int(y0) - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                             tuple(int(c) for c in PALETTE[int(self.labels[k]) % len(PALETTE)]), 1, cv2.LINE_AA)
         return out
 
-
+    def _plot_strip(self, out: np.ndarray, c0: int, c1: int, s0: int, s1: int, order: np.ndarray,
+                    colours: np.ndarray, alpha: float) -> None:
+        """Draw the instances ``order`` (back to front) on rows s0..s1 of ``out``, from an id map of
+        rows c0..c1 (the strip and its context rows)."""
+        w = out.shape[1]
+        small = len(self) < 255  # ids fit a uint8 map: a cv2.LUT gives the colour image
+        ids = np.zeros((c1 - c0, w), np.uint8 if small else np.uint16)  # 0 = background, k + 1
+        for k in order.tolist():
+            x0, y0, x1, y1 = self.crop_boxes[k].tolist()
+            a, b = max(y0, c0), min(y1, c1)
+            np.copyto(ids[a - c0 : b - c0, x0:x1], k + 1, where=self.crops[k][a - y0 : b - y0])
+        if not ids.any():
+            return
+        region = out[c0:c1]
+        # Whole-strip blend with OpenCV, copied back under the foreground: several times faster
+        # than gathering the foreground pixels into float arrays.
+        if small:
+            lut = np.zeros((256, 1, 3), np.uint8)
+            lut[1 : len(self) + 1, 0] = colours
+            colour_img = cv2.LUT(cv2.merge([ids, ids, ids]), lut)
+        else:
+            colour_img = np.take(np.vstack([np.zeros((1, 3), np.uint8), colours]), ids, axis=0)
+        blended = cv2.addWeighted(region, 1 - alpha, colour_img, alpha, 0)
+        edges = cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+        inner = slice(s0 - c0, s1 - c0)  # the context rows belong to the neighbouring strips
+        cv2.copyTo(blended[inner], (ids[inner] > 0).view(np.uint8), region[inner])
+        region[inner][edges[inner]] = (255, 255, 255)

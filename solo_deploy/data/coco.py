@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
+from ..limits import MAX_ANNOTATIONS, MAX_IMAGE_PIXELS, check_image_pixels
 from .sample import Sample
 
 # Compressed RLE strings use the characters 48..111 ('0'..'o'); anything else is corrupt.
@@ -161,8 +162,15 @@ class CocoDataset:
                                 "(absolute, or climbing out with '..')")
             if not (_is_int(im["height"]) and _is_int(im["width"]) and im["height"] > 0 and im["width"] > 0):
                 raise self._bad(f"image id {im['id']}: height and width must be positive integers")
+            MAX_IMAGE_PIXELS.check(im["height"] * im["width"], f"{path}: image id {im['id']} "
+                                   f"({im['width']}x{im['height']})", "pixels")
             sizes[im["id"]] = (im["height"], im["width"])
 
+        # Training decodes every mask of an image at once: bound the count before anything is decoded.
+        per_image = Counter(a.get("image_id") for a in coco["annotations"] if isinstance(a, dict))
+        if per_image:
+            image_id, most = per_image.most_common(1)[0]
+            MAX_ANNOTATIONS.check(most, f"{path}: image id {image_id}", "annotations")
         ann_ids: set[int] = set()
         for i, ann in enumerate(coco["annotations"]):
             self._require(ann, ("id", "image_id", "category_id", "segmentation"), f"annotation #{i}")
@@ -313,11 +321,15 @@ class CocoDataset:
 
         im = self._images[index]
         path = self.image_path(index)
+        check_image_pixels(path)  # a file larger than its JSON entry says: refused before decoding
         try:
             data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work too
         except OSError as exc:
             raise BadInputError(_one_line(f"cannot read image {path}: {exc.strerror or exc}")) from None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        except cv2.error as exc:  # OpenCV's own size limit and codec failures
+            raise BadInputError(_one_line(f"cannot decode image {path}: {exc}")) from None
         if image is None:
             raise BadInputError(f"cannot decode image {path}: not an image file or corrupt")
         if image.shape[:2] != (im["height"], im["width"]):

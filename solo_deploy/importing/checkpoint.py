@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, RuntimeFailure, one_line
+from ..limits import check_checkpoint_size
 
 __all__ = ["load_foreign_checkpoint"]
 
@@ -67,6 +68,7 @@ def load_foreign_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str,
         raise BadInputError(f"{path} is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise BadInputError(f"checkpoint file is empty: {path}")
+    check_checkpoint_size(path)
     safe_globals = getattr(torch.serialization, "safe_globals", None)
     if safe_globals is None:  # torch < 2.5
         raise RuntimeFailure(f"solo-deploy import needs torch >= 2.6 (torch.serialization.safe_globals); "

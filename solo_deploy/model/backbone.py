@@ -11,6 +11,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..errors import BadInputError
+from ..limits import check_checkpoint_size
 
 _RESNETS = {"resnet18": (resnet.resnet18, 64), "resnet34": (resnet.resnet34, 64), "resnet50": (resnet.resnet50, 256),
             "resnet101": (resnet.resnet101, 256)}
@@ -54,6 +55,7 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"backbone weights file not found: {path}")
+    check_checkpoint_size(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

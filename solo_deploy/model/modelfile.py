@@ -16,6 +16,7 @@ from .._paths import check_model_path
 from ..core.inspect import checkpoint_meta, load_checkpoint, safetensors_meta
 from ..core.meta import META_KEY, MODEL_SUFFIXES, SCHEMA_VERSION, ModelMeta, file_sha256  # noqa: F401 - re-exported (transitional)
 from ..errors import BadInputError, one_line
+from ..limits import check_checkpoint_size
 
 WEIGHT_DTYPES = ("float32", "float16")
 
@@ -43,6 +44,7 @@ def save_model_file(path: str | Path, state_dict: dict[str, Any], meta: ModelMet
 def _read_safetensors(path: Path) -> tuple[dict[str, Any], ModelMeta]:
     from safetensors import safe_open
 
+    check_checkpoint_size(path)  # the file's size is its data
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = safetensors_meta(fh.metadata() or {}, path)

@@ -11,6 +11,7 @@ __all__ = [
     "CellInfo",
     "Detections",
     "cell_info",
+    "masks_to_crops",
     "masks_to_image",
     "matrix_nms",
     "postprocess_batch",

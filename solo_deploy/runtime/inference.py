@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..core.config import ModelConfig
-from ..core.instances import detections_to_coco
+from ..core.instances import detections_to_coco, encode_crops
 from ..preprocess import Letterbox
-from .postprocess import CellInfo, Detections, cell_info, masks_to_image, postprocess_batch, to_numpy
+from .postprocess import CellInfo, Detections, cell_info, masks_to_crops, postprocess_batch, to_numpy
 
 
 @lru_cache(maxsize=16)
@@ -36,9 +36,10 @@ def postprocess_outputs(meta, scores, kernels, mask_feats: Sequence[Any], post=N
     return postprocess_batch(scores, kernels, list(mask_feats), cells_for(cfg), post or meta.postprocess, input_hw)
 
 
-def final_masks(det: Detections, letterbox: Letterbox, mask_thr: float) -> np.ndarray:
-    """bool (K, H, W) numpy masks on the original image."""
-    return to_numpy(masks_to_image(det, tuple(letterbox.input_hw), letterbox, mask_thr))
+def final_crops(det: Detections, letterbox: Letterbox, mask_thr: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """The masks on the original image as crops of their tight boxes: (bool crops, int64 (K, 4)
+    x0 y0 x1 y1), what the instances cover rather than K frames."""
+    return masks_to_crops(det, tuple(letterbox.input_hw), letterbox, mask_thr)
 
 
 def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], letterboxes: Sequence[Letterbox],
@@ -49,6 +50,8 @@ def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], lett
     for det, lb, image_id in zip(postprocess_outputs(meta, scores, kernels, mask_feats, post), letterboxes, image_ids):
         if len(det) == 0:
             continue
-        masks = final_masks(det, lb, post.mask_thr)
-        results += detections_to_coco(int(image_id), masks, to_numpy(det.labels), to_numpy(det.scores), list(cat_ids))
+        crops, boxes = final_crops(det, lb, post.mask_thr)
+        rles = encode_crops(crops, boxes, tuple(lb.orig_hw))
+        results += detections_to_coco(int(image_id), None, to_numpy(det.labels), to_numpy(det.scores), list(cat_ids),
+                                      rles=rles)
     return results

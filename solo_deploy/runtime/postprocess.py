@@ -62,6 +62,7 @@ __all__ = [
     "CellInfo",
     "Detections",
     "cell_info",
+    "masks_to_crops",
     "masks_to_image",
     "matrix_nms",
     "postprocess_batch",
@@ -707,18 +708,15 @@ def _check_decoupled(scores: Array, kernels: Array | None, maps: Sequence[Array]
 # ---------------------------------------------------------------------------------------------
 # Back to the original image
 # ---------------------------------------------------------------------------------------------
-def masks_to_image(
-    det: Detections,
-    input_hw: tuple[int, int],
-    letterbox: Letterbox,
-    mask_thr: float,
-) -> Array:
-    """Stride-4 soft masks -> bool (K, H, W) masks on the original image.
+def _paste_windows(det: Detections, input_hw: tuple[int, int], letterbox: Letterbox, mask_thr: float):
+    """The thresholded masks on the original image, window by window.
 
-    Upsample x4 to the network input, crop the letterbox padding (top-left anchor: keep
-    [:resized_h, :resized_w]), bilinear-resize to ``letterbox.orig_hw`` and threshold
-    (``> mask_thr``). All three linear steps are fused into one matrix per axis and applied to
-    all instances at once (in memory-bounded chunks). Result stays in the input's namespace.
+    Yields ``(sel, y0, x0, hb, r0, hit)``: for the instances ``sel`` (host int64 (G,)), whose
+    windows are ``hb`` rows from ``y0`` (host int64 (G,)) and ``wb`` columns from ``x0``, rows
+    ``r0 .. r0 + rows`` of the windows are ``hit`` (bool (G, rows, wb), the input's namespace).
+    Every pixel outside the windows is False. Nothing frame-sized is allocated: a window is an
+    instance's box (rounded up to its group's largest), and windows taller than the temporary
+    budget come in row strips.
     """
     soft = det.soft_masks
     xp = array_namespace(soft)
@@ -732,7 +730,7 @@ def masks_to_image(
         raise BadInputError(f"expected soft masks (K, h, w), got {tuple(soft.shape)}")
     k, h4, w4 = (int(v) for v in soft.shape)
     if k == 0:
-        return xp.zeros((0, out_h, out_w), dtype=xp.bool, device=dev)
+        return
     soft = xp.astype(soft, xp.float32, copy=False)
     ay = _as_xp(xp, _crop_resize_matrix_f64(h4, ih, rh, out_h), xp.float32, dev)
     ax = _as_xp(xp, _crop_resize_matrix_f64(w4, iw, rw, out_w), xp.float32, dev)
@@ -744,13 +742,12 @@ def masks_to_image(
     low = soft > mask_thr
     ry0, ry1 = _box_range(xp, xp.any(low, axis=2), _support_bounds(h4, ih, rh, out_h), dev)
     rx0, rx1 = _box_range(xp, xp.any(low, axis=1), _support_bounds(w4, iw, rw, out_w), dev)
-    out = xp.zeros((k, out_h, out_w), dtype=xp.bool, device=dev)
     extent = xp.astype(xp.maximum(ry1 - ry0, 0) * xp.maximum(rx1 - rx0, 0), xp.int64)
     order = to_numpy(xp.argsort(extent, stable=True))
     ry0, ry1, rx0, rx1 = (to_numpy(v) for v in (ry0, ry1, rx0, rx1))
     # Instances go in groups of similar box size, one window size per group: a loop over groups,
-    # not over instances. A group's float temporary is at most group x H x W: the group shrinks
-    # on large frames so that it stays within _IMAGE_CHUNK_ELEMS.
+    # not over instances. A group's float temporary is at most group x rows x wb floats: the group
+    # shrinks on large frames, and a window over _IMAGE_CHUNK_ELEMS goes in row strips.
     group = max(1, min(_PASTE_GROUP, _IMAGE_CHUNK_ELEMS // max(1, out_h * out_w)))
     for start in range(0, k, group):
         sel = order[start : start + group]
@@ -759,15 +756,80 @@ def masks_to_image(
             continue
         y0 = np.minimum(np.maximum(ry0[sel], 0), out_h - hb)  # windows of one size, inside the frame
         x0 = np.minimum(np.maximum(rx0[sel], 0), out_w - wb)
-        rows = y0[:, None] + np.arange(hb)[None, :]  # (G, hb) host indices
-        cols = x0[:, None] + np.arange(wb)[None, :]
         g = int(sel.shape[0])
-        ay_w = xp.reshape(xp.take(ay, _as_xp(xp, rows.reshape(-1), xp.int64, dev), axis=0), (g, hb, h4))
+        cols = x0[:, None] + np.arange(wb)[None, :]  # (G, wb) host indices
         ax_w = xp.reshape(xp.take(ax, _as_xp(xp, cols.reshape(-1), xp.int64, dev), axis=0), (g, wb, w4))
         m = xp.take(soft, _as_xp(xp, sel, xp.int64, dev), axis=0)
-        hit = _apply_separable(xp, m, ay_w, ax_w) > mask_thr
-        # Placement only: one slice copy per instance (~1 us each). The arithmetic above is batched
-        # per group; integer-array scatter (the vectorised alternative) measured 80x slower here.
+        strip = max(1, min(hb, _IMAGE_CHUNK_ELEMS // (g * wb)))
+        for r0 in range(0, hb, strip):
+            r1 = min(hb, r0 + strip)
+            rows = y0[:, None] + np.arange(r0, r1)[None, :]  # (G, rows) host indices
+            ay_w = xp.reshape(xp.take(ay, _as_xp(xp, rows.reshape(-1), xp.int64, dev), axis=0), (g, r1 - r0, h4))
+            yield sel, y0, x0, hb, r0, _apply_separable(xp, m, ay_w, ax_w) > mask_thr
+
+
+def masks_to_image(
+    det: Detections,
+    input_hw: tuple[int, int],
+    letterbox: Letterbox,
+    mask_thr: float,
+) -> Array:
+    """Stride-4 soft masks -> bool (K, H, W) masks on the original image.
+
+    Upsample x4 to the network input, crop the letterbox padding (top-left anchor: keep
+    [:resized_h, :resized_w]), bilinear-resize to ``letterbox.orig_hw`` and threshold
+    (``> mask_thr``). All three linear steps are fused into one matrix per axis and applied to
+    all instances at once (in memory-bounded chunks). Result stays in the input's namespace.
+    It is K full frames: :func:`masks_to_crops` gives the same masks at the cost of their boxes.
+    """
+    soft = det.soft_masks
+    xp = array_namespace(soft)
+    out_h, out_w = letterbox.orig_hw
+    out = xp.zeros((int(soft.shape[0]) if soft.ndim == 3 else 0, out_h, out_w), dtype=xp.bool,
+                   device=array_device(soft))
+    for sel, y0, x0, _, r0, hit in _paste_windows(det, input_hw, letterbox, mask_thr):
+        rows, wb = int(hit.shape[1]), int(hit.shape[2])
+        # Placement only: one slice copy per instance (~1 us each). The arithmetic is batched per
+        # group; integer-array scatter (the vectorised alternative) measured 80x slower here.
         for n, idx in enumerate(sel.tolist()):
-            out[idx, int(y0[n]) : int(y0[n]) + hb, int(x0[n]) : int(x0[n]) + wb] = hit[n, ...]
+            top = int(y0[n]) + r0
+            out[idx, top : top + rows, int(x0[n]) : int(x0[n]) + wb] = hit[n, ...]
     return out
+
+
+def masks_to_crops(
+    det: Detections,
+    input_hw: tuple[int, int],
+    letterbox: Letterbox,
+    mask_thr: float,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Stride-4 soft masks -> each instance's mask inside its tight box, on the host.
+
+    Returns ``(crops, boxes)``: ``crops[k]`` bool (y1 - y0, x1 - x0) and ``boxes`` int64 (K, 4)
+    x0, y0, x1, y1 (exclusive ends; all zero, with a (0, 0) crop, for an empty mask), such that
+    ``masks_to_image(...)[k]`` is ``crops[k]`` at its box and False elsewhere. Memory is what the
+    instances cover, never K frames (a 20000 x 20000 image with 100 instances would be 40 GB).
+    """
+    k = int(det.soft_masks.shape[0]) if det.soft_masks.ndim == 3 else 0
+    crops = [np.zeros((0, 0), bool)] * k
+    boxes = np.zeros((k, 4), np.int64)
+    strips: dict[int, np.ndarray] = {}  # windows that come in row strips, while incomplete
+    for sel, y0, x0, hb, r0, hit in _paste_windows(det, input_hw, letterbox, mask_thr):
+        hit = to_numpy(hit)  # one transfer per group (or strip), not per instance
+        rows = hit.shape[1]
+        for n, idx in enumerate(sel.tolist()):
+            if rows == hb:
+                win = hit[n]
+            else:
+                win = strips.setdefault(idx, np.zeros((hb, hit.shape[2]), bool))
+                win[r0 : r0 + rows] = hit[n]
+                if r0 + rows < hb:
+                    continue
+                del strips[idx]
+            ys, xs = np.flatnonzero(win.any(axis=1)), np.flatnonzero(win.any(axis=0))
+            if ys.size == 0:
+                continue
+            t, b, lft, r = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+            crops[idx] = np.ascontiguousarray(win[t:b, lft:r])  # a copy: the group's buffer is freed
+            boxes[idx] = (int(x0[n]) + lft, int(y0[n]) + t, int(x0[n]) + r, int(y0[n]) + b)
+    return crops, boxes

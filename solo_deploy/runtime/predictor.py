@@ -11,9 +11,10 @@ from .._lazy import lazy_import
 from .._stderr import quiet_native_stderr
 from ..core.instances import Instances
 from ..core.meta import ModelMeta
-from ..errors import BadInputError
+from ..errors import BadInputError, one_line
+from ..limits import check_image_pixels, check_image_shape
 from ..preprocess import Letterbox, as_bgr_uint8
-from .inference import final_masks, postprocess_outputs
+from .inference import final_crops, postprocess_outputs
 from .postprocess import to_numpy
 
 cv2 = lazy_import("cv2")
@@ -27,13 +28,18 @@ def read_image(path: str | Path) -> np.ndarray:
         raise BadInputError(f"image not found: {path}")
     if path.stat().st_size == 0:
         raise BadInputError(f"image file is empty: {path}")
+    check_image_pixels(path)  # from the header, before anything is decoded
     data = np.fromfile(str(path), dtype=np.uint8)
     # ANYDEPTH | ANYCOLOR keeps 16-bit and grayscale as stored and, unlike IMREAD_UNCHANGED,
     # applies the EXIF orientation (alpha is dropped: as_bgr_uint8 drops it anyway).
-    with quiet_native_stderr():
-        img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        with quiet_native_stderr():
+            img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as exc:  # OpenCV's own size check (OPENCV_IO_MAX_IMAGE_PIXELS) and codec failures
+        raise BadInputError(f"cannot decode image {path}: {one_line(exc)[:200]}") from None
     if img is None:
         raise BadInputError(f"cannot decode image {path}: not an image OpenCV can read, or truncated")
+    check_image_shape(img.shape, f"image {path}")  # formats whose header Pillow cannot read
     return as_bgr_uint8(img)
 
 
@@ -85,7 +91,8 @@ class Predictor:
                     idx = xp.asarray(np.nonzero(keep)[0], device=array_api_compat.device(det.scores))
                     det = replace(det, soft_masks=xp.take(det.soft_masks, idx, axis=0),
                                   labels=xp.take(det.labels, idx), scores=xp.take(det.scores, idx))
-            masks = final_masks(det, lb, post.mask_thr) if len(det) else np.zeros((0, *lb.orig_hw), bool)
-            out.append(Instances(masks, to_numpy(det.labels).astype(np.int64), to_numpy(det.scores).astype(np.float32),
-                                 self.meta.class_names, tuple(lb.orig_hw)))
+            crops, boxes = final_crops(det, lb, post.mask_thr) if len(det) else ([], np.zeros((0, 4), np.int64))
+            out.append(Instances(labels=to_numpy(det.labels).astype(np.int64),
+                                 scores=to_numpy(det.scores).astype(np.float32), class_names=self.meta.class_names,
+                                 image_hw=tuple(lb.orig_hw), crops=crops, crop_boxes=boxes))
         return out

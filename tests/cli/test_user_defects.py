@@ -231,7 +231,7 @@ def _fake_result():
     from solo_deploy.runtime.sources import Frame
 
     img = np.zeros((8, 8, 3), np.uint8)
-    inst = Instances(np.zeros((0, 8, 8), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), ("a",), (8, 8))
+    inst = Instances.from_masks(np.zeros((0, 8, 8), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), ("a",))
     return FrameResult(Frame(image=img, index=0, t_capture=0.0, wall_time=0.0), inst, "x")
 
 

@@ -32,8 +32,8 @@ def _result(i: int, stream: int = 0, k: int = 2) -> FrameResult:
     masks = np.zeros((k, H, W), bool)
     for j in range(k):
         masks[j, 5 + j: 20 + j, 3 + 2 * j: 30] = True
-    inst = Instances(masks=masks, labels=np.arange(k, dtype=np.int64) % 4,
-                     scores=np.linspace(0.9, 0.5, k).astype(np.float32), class_names=NAMES, image_hw=(H, W))
+    inst = Instances.from_masks(masks, np.arange(k, dtype=np.int64) % 4, np.linspace(0.9, 0.5, k).astype(np.float32),
+                                NAMES)
     frame = Frame(image=img, index=i, t_capture=time.perf_counter(), wall_time=time.time(), media_time=i / 30,
                   stream=stream)
     return FrameResult(frame, inst, source="test")
@@ -162,7 +162,7 @@ def test_plot_blends_exactly_the_mask_pixels_higher_score_on_top() -> None:
     masks = np.zeros((2, h, w), bool)
     masks[0, 5:25, 5:35] = True
     masks[1, 15:35, 20:50] = True
-    inst = Instances(masks, np.array([0, 1]), np.array([0.9, 0.4], np.float32), ("a", "b"), (h, w))
+    inst = Instances.from_masks(masks, np.array([0, 1]), np.array([0.9, 0.4], np.float32), ("a", "b"))
     out = inst.plot(image, alpha=0.5, labels=False)
     inner0, inner1, overlap = (8, 8), (32, 45), (20, 30)  # away from the white outlines
     assert np.abs(out[inner0].astype(int) - (100 + np.array(PALETTE[0])) / 2).max() <= 1
@@ -187,7 +187,7 @@ def test_plot_keeps_colours_and_outlines_apart_beyond_254_instances() -> None:
         y, x = pitch * (i // cols), pitch * (i % cols)
         masks[i, y:y + side, x:x + side] = True
     labels = np.arange(k) % len(PALETTE)
-    inst = Instances(masks, labels, np.linspace(1, 0.1, k).astype(np.float32), tuple(f"c{i}" for i in range(8)), (h, w))
+    inst = Instances.from_masks(masks, labels, np.linspace(1, 0.1, k).astype(np.float32), [f"c{i}" for i in range(8)])
     out = inst.plot(np.full((h, w, 3), 100, np.uint8), alpha=0.5, labels=False)
     for i in (3, 290, 299):
         y, x = pitch * (i // cols) + side // 2, pitch * (i % cols) + side // 2
@@ -207,7 +207,7 @@ def test_json_lines_and_coco_results_share_one_encoding() -> None:
     masks = np.zeros((2, 12, 16), bool)
     masks[0, 2:6, 3:9] = True
     masks[1, 5:12, 10:16] = True
-    inst = Instances(masks, np.array([0, 1]), np.array([0.9, 0.5], np.float32), ("a", "b"), (12, 16))
+    inst = Instances.from_masks(masks, np.array([0, 1]), np.array([0.9, 0.5], np.float32), ("a", "b"))
     lines, coco = instances_to_json(inst), inst.to_coco(image_id=3)
     assert all(a["mask"] is b["segmentation"] for a, b in zip(lines, coco))
     np.testing.assert_array_equal(mask_utils.decode([c["segmentation"] for c in coco]).transpose(2, 0, 1), masks)
