@@ -18,8 +18,8 @@ The checks read headers and counts only, so a refused input costs no memory.
 """
 from __future__ import annotations
 
+import math
 import os
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,8 @@ from pathlib import Path
 from .errors import BadInputError
 
 __all__ = ["LIMITS", "MAX_ANNOTATIONS", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_PIXELS", "MAX_INSTANCES", "Limit",
-           "check_checkpoint_size", "check_image_pixels", "check_image_shape", "image_size_of"]
+           "check_checkpoint_size", "check_environment", "check_image_pixels", "check_image_shape",
+           "image_size_of"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,13 @@ class Limit:
         raw = os.environ.get(self.env, "").strip()
         if not raw:
             return self.default
+        text = raw.replace("_", "")
         try:
-            value = int(float(raw.replace("_", ""))) if any(c in raw for c in ".eE") else int(raw.replace("_", ""))
-        except ValueError:
+            number = float(text) if any(c in text for c in ".eE") else int(text)
+            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+                raise ValueError
+            value = int(number)
+        except (ValueError, OverflowError):
             raise BadInputError(f"{self.env}={raw!r} is not a whole number") from None
         if value < 1:
             raise BadInputError(f"{self.env}={raw!r} must be at least 1")
@@ -76,29 +81,41 @@ MAX_INSTANCES = Limit("instances per image", "SOLO_DEPLOY_MAX_INSTANCES", 1000,
                       "10x mmdetection's max_per_img of 100")
 
 LIMITS = (MAX_IMAGE_PIXELS, MAX_ANNOTATIONS, MAX_CHECKPOINT_BYTES, MAX_INSTANCES)
-_PIL_LOCK = threading.Lock()
+
+
+def check_environment() -> None:
+    """Every limit variable that is set must be a whole number >= 1 (one line otherwise): checked
+    once when a command starts, so a typo is not reported as a bad image or checkpoint."""
+    for limit in LIMITS:
+        limit.value()
 
 
 def image_size_of(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(width, height) from an image file's header, without decoding it; None when Pillow cannot
-    read the header (OpenCV may still decode the file: the caller decides)."""
-    import warnings
+    read the header (OpenCV may still decode the file: the caller decides).
 
+    Pillow's format plugins are called directly: ``Image.open`` would add Pillow's own bomb check
+    (a warning, then an error over 179 MP), which is global state that other threads use."""
     from PIL import Image
 
     try:
-        # Pillow's own bomb check (a warning, then an error over 179 MP) would pre-empt ours: it is
-        # off while the header is read, under a lock because the setting is global.
-        with _PIL_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            max_pixels, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(path) as im:  # lazy: reads the header only
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for init in (Image.preinit, Image.init):
+                init()
+                for fmt in list(Image.ID):
+                    factory, accept = Image.OPEN[fmt]
+                    if accept is not None and accept(prefix) is not True:
+                        continue
+                    fp.seek(0)
+                    try:
+                        im = factory(fp, str(path))  # parses the header only
+                    except Exception:  # noqa: BLE001 - not this format (plugins raise SyntaxError, OSError...)
+                        continue
                     return int(im.size[0]), int(im.size[1])
-            finally:
-                Image.MAX_IMAGE_PIXELS = max_pixels
-    except Exception:  # noqa: BLE001 - any header Pillow cannot parse: leave the verdict to the decoder
+    except OSError:
         return None
+    return None
 
 
 def check_image_pixels(path: str | os.PathLike[str]) -> None:
@@ -118,11 +135,15 @@ def check_checkpoint_size(path: str | os.PathLike[str]) -> None:
     checkpoint's uncompressed member sizes (torch's format), else the file size."""
     path = Path(path)
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                total = sum(info.file_size for info in zf.infolist())
-        else:
-            total = path.stat().st_size
-    except (OSError, zipfile.BadZipFile, ValueError):
+        total = path.stat().st_size
+        with open(path, "rb") as fh:
+            is_zip = fh.read(4) == b"PK\x03\x04"  # how torch.load tells its zip format apart
+    except OSError:
         return  # unreadable: the loader names the problem
+    if is_zip:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                total = max(total, sum(info.file_size for info in zf.infolist()))
+        except (zipfile.BadZipFile, ValueError, OSError):
+            pass  # torch's reader will refuse it; the file size still bounds what it may read
     MAX_CHECKPOINT_BYTES.check(total, f"checkpoint {path}", "bytes of data")

@@ -36,14 +36,18 @@ def test_defaults_and_environment_overrides(monkeypatch):
     with pytest.raises(BadInputError, match=r"x has 1,000,001 pixels, over the limit of 1,000,000 pixels per image "
                                             r"\(set SOLO_DEPLOY_MAX_IMAGE_PIXELS to raise it\)"):
         MAX_IMAGE_PIXELS.check(1_000_001, "x", "pixels")
-    for bad in ("lots", "0", "-5"):
+    for bad in ("lots", "0", "-5", "1.9", "1e400", "nan"):
         monkeypatch.setenv("SOLO_DEPLOY_MAX_IMAGE_PIXELS", bad)
         with pytest.raises(BadInputError, match="SOLO_DEPLOY_MAX_IMAGE_PIXELS"):
             MAX_IMAGE_PIXELS.value()
 
 
 def test_image_size_comes_from_the_header(tmp_path):
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
     assert image_size_of(png_claiming(tmp_path / "big.png", 100_000, 100_000)) == (100_000, 100_000)
+    assert before == Image.MAX_IMAGE_PIXELS  # Pillow's global bomb setting is left alone
     cv2.imwrite(str(tmp_path / "small.jpg"), np.zeros((30, 40, 3), np.uint8))
     assert image_size_of(tmp_path / "small.jpg") == (40, 30)
     (tmp_path / "junk.png").write_bytes(b"not an image")
@@ -58,6 +62,11 @@ def test_checkpoint_size_counts_inflated_bytes(tmp_path, monkeypatch):
     with pytest.raises(BadInputError, match=r"checkpoint .*bomb.ckpt has 8,3\d\d,\d\d\d bytes of data, over the limit "
                                             r"of 4,194,304 bytes of checkpoint data"):
         check_checkpoint_size(bomb)
+    # A non-zip checkpoint with an empty zip directory appended is still counted by its size.
+    legacy = tmp_path / "legacy.pth"
+    legacy.write_bytes(bytes(5 << 20) + b"PK\x05\x06" + bytes(18))
+    with pytest.raises(BadInputError, match="legacy.pth has 5,242,9"):
+        check_checkpoint_size(legacy)
 
 
 def test_model_file_asking_for_too_many_instances_is_refused(monkeypatch):
@@ -122,6 +131,11 @@ def test_training_refuses_an_image_with_too_many_annotations(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_malformed_limit_variable_stops_every_command_in_one_line(tmp_path):
+    proc = run_cli("info", env={"SOLO_DEPLOY_MAX_INSTANCES": "lots"})
+    assert_one_line_error(proc, 2, "SOLO_DEPLOY_MAX_INSTANCES='lots' is not a whole number")
+
+
 # -- memory under a capped address space ------------------------------------------------------------
 CAPPED = r"""
 import resource, sys
@@ -169,3 +183,20 @@ def test_large_frame_with_many_instances_fits_a_small_address_space(tmp_path):
     assert 0 < covered < 100 * 6000 * 8000 // 20
     full = subprocess.run([sys.executable, str(script), "1536", "full"], capture_output=True, text=True, timeout=300)
     assert full.returncode != 0 and "MemoryError" in full.stderr, full.stderr[-2000:]
+
+
+def test_crowd_regions_do_not_count_towards_the_annotation_limit(tmp_path, monkeypatch):
+    from solo_deploy.data.coco import CocoDataset
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.full((48, 64, 3), 90, np.uint8))
+    anns = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": int(i >= 10),
+             "segmentation": [[2.0, 2.0, 10.0, 2.0, 10.0, 10.0, 2.0, 10.0]]} for i in range(40)]
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], "annotations": anns,
+        "categories": [{"id": 1, "name": "thing"}]}))
+    monkeypatch.setenv("SOLO_DEPLOY_MAX_ANNOTATIONS", "10")
+    assert len(CocoDataset(tmp_path)[0].labels) == 10  # 10 objects, 30 crowd regions: admitted
+    monkeypatch.setenv("SOLO_DEPLOY_MAX_ANNOTATIONS", "9")
+    with pytest.raises(BadInputError, match="image id 1 has 10 annotations"):
+        CocoDataset(tmp_path)

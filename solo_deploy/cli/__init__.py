@@ -26,6 +26,14 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted while starting; nothing was written\n")
         raise SystemExit(130) from None
+    from ..errors import SoloDeployError
+    from ..limits import check_environment
+
+    try:
+        check_environment()
+    except SoloDeployError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(exc.exit_code) from None
     app_main()
 
 

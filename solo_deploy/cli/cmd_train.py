@@ -71,6 +71,10 @@ def train(
         parse_duration(max_time)  # a bad value is a usage error before anything loads
     if resume is not None and not resume.is_file():
         raise BadInputError(f"checkpoint to resume not found: {resume}")
+    if resume is not None:
+        from ..limits import check_checkpoint_size
+
+        check_checkpoint_size(resume)  # Lightning's torch.load would inflate it unchecked
     if from_model is not None:
         check_model_path(from_model)
         # --resume may point into the run folder (that is how a run continues); --from may not.

@@ -181,12 +181,14 @@ class Instances:
 
     def __post_init__(self) -> None:
         self.image_hw = (int(self.image_hw[0]), int(self.image_hw[1]))
-        self.crops = tuple(self.crops)
+        self.labels = np.asarray(self.labels, np.int64).reshape(-1)
+        self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+        self.crops = tuple(np.asarray(c, bool) for c in self.crops)
         self.crop_boxes = np.asarray(self.crop_boxes, np.int64).reshape(-1, 4)
-        k = int(np.asarray(self.scores).shape[0])
-        if not (len(self.crops) == self.crop_boxes.shape[0] == np.asarray(self.labels).shape[0] == k):
+        k = int(self.scores.shape[0])
+        if not (len(self.crops) == self.crop_boxes.shape[0] == self.labels.shape[0] == k):
             raise BadInputError(f"{len(self.crops)} crops, {self.crop_boxes.shape[0]} boxes, "
-                                f"{np.asarray(self.labels).shape[0]} labels and {k} scores differ")
+                                f"{self.labels.shape[0]} labels and {k} scores differ")
         h, w = self.image_hw
         x0, y0, x1, y1 = self.crop_boxes.T
         if k and ((x0 < 0).any() or (y0 < 0).any() or (x1 > w).any() or (y1 > h).any()):

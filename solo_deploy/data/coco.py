@@ -167,7 +167,8 @@ class CocoDataset:
             sizes[im["id"]] = (im["height"], im["width"])
 
         # Training decodes every mask of an image at once: bound the count before anything is decoded.
-        per_image = Counter(a.get("image_id") for a in coco["annotations"] if isinstance(a, dict))
+        per_image = Counter(a.get("image_id") for a in coco["annotations"]
+                            if isinstance(a, dict) and _is_int(a.get("image_id")) and a.get("iscrowd") != 1)
         if per_image:
             image_id, most = per_image.most_common(1)[0]
             MAX_ANNOTATIONS.check(most, f"{path}: image id {image_id}", "annotations")
