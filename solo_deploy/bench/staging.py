@@ -48,7 +48,7 @@ class _Staged:
         return self.runner.infer(x)
 
     def to_host(self, out: Any) -> tuple[Any, Any, list[Any]]:
-        return split_outputs(self.runner.meta.model, self.runner.to_host(out))
+        return split_outputs(self.runner.meta, self.runner.to_host(out))
 
 
 def _staged(backend: str, path: Path, device: str, threads: int) -> _Staged:

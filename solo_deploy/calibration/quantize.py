@@ -164,6 +164,9 @@ def load_fp32_onnx(path: str | Path) -> tuple[ModelMeta, onnx.ModelProto]:
     if not isinstance(payload, dict):
         raise BadInputError(f"{path}: solo_deploy metadata is not a JSON object")
     meta = ModelMeta.from_dict(payload, source=str(path))
+    if meta.end2end is not None:
+        raise BadInputError(f"{path} is an end-to-end model: calibrate its raw export, then append the "
+                            f"post-processing (solo-deploy export OUT/model.cpu.int8.onnx --end2end)")
     if external_data_locations(model):  # the cache's FP32 graph is shipped as one self-contained file
         raise BadInputError(f"{path} keeps its weights in external data files; calibrate needs a single-file ONNX")
     ops = {n.op_type for n in model.graph.node}

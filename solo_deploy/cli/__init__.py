@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from .._lazy import lazy_exports
+from ..errors import SoloDeployError
+from ..limits import check_environment
 
 __all__ = ["app", "main"]
 
@@ -26,9 +28,6 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted while starting; nothing was written\n")
         raise SystemExit(130) from None
-    from ..errors import SoloDeployError
-    from ..limits import check_environment
-
     try:
         check_environment()
     except SoloDeployError as exc:

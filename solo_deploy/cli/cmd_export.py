@@ -36,6 +36,14 @@ def export_cmd(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max relative output difference vs "
                                               "PyTorch float32 (default 1e-4; 1e-2 with --half)."),
     no_parity: bool = typer.Option(False, "--no-parity", help="Skip the ONNX Runtime vs PyTorch parity check."),
+    end2end: bool = typer.Option(False, "--end2end", help="Append SOLOv2's post-processing: the graph outputs "
+                                 "masks, boxes, labels, scores and num_detections (MODEL may also be a raw ONNX "
+                                 "export of any precision, e.g. calibrate's INT8 one)."),
+    mask_format: Optional[str] = typer.Option(None, "--mask-format", help="End-to-end masks: uint8 (probability x "
+                                              "255, default) or prob (float32)."),
+    max_candidates: Optional[int] = typer.Option(None, "--max-candidates", help="End-to-end K0: candidates by "
+                                                 "category score whose masks are computed (1..3840, default "
+                                                 "1000)."),
     device: Optional[str] = typer.Option(None, "--device", help="GPU that builds a TensorRT engine: cuda, cuda:N "
                                          "or N (default cuda:0; ONNX export and its parity check run on the CPU).",
                                          callback=DeviceOpt.callback, show_default=False),
@@ -48,5 +56,6 @@ def export_cmd(
     export_model(ExportRequest(model=model, output=output, fmt=fmt, imgsz=imgsz_tuple(imgsz), batch=batch,
                                dynamic=dynamic, opset=opset, half=half, precision=precision, workspace=workspace,
                                timing_cache=timing_cache, calibration_cache=calibration_cache, max_batch=max_batch,
-                               name=name, tolerance=tolerance, parity=not no_parity, device=device),
+                               name=name, tolerance=tolerance, parity=not no_parity, device=device,
+                               end2end=end2end, mask_format=mask_format, max_candidates=max_candidates),
                  say=typer.echo)

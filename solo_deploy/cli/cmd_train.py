@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 
 import typer
 
+from ..limits import check_checkpoint_size
 from .app import ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
 
 
@@ -72,8 +73,6 @@ def train(
     if resume is not None and not resume.is_file():
         raise BadInputError(f"checkpoint to resume not found: {resume}")
     if resume is not None:
-        from ..limits import check_checkpoint_size
-
         check_checkpoint_size(resume)  # Lightning's torch.load would inflate it unchecked
     if from_model is not None:
         check_model_path(from_model)

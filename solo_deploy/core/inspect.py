@@ -14,6 +14,7 @@ from typing import Any
 from .._lazy import lazy_import
 from .._paths import check_model_path
 from ..errors import BadInputError, one_line
+from ..limits import check_checkpoint_size
 from .meta import INPUT_NAME, META_KEY, MODEL_SUFFIXES, ModelMeta, output_names
 from .onnx_header import read_onnx_header
 
@@ -83,15 +84,21 @@ def checkpoint_meta(ckpt: Any, path: str | os.PathLike[str]) -> ModelMeta:
     hp = ckpt.get("hyper_parameters") or {}
     if "meta" not in hp:
         raise BadInputError(f"{path} is not a solo-deploy checkpoint (no solo-deploy metadata in hyper_parameters)")
-    return ModelMeta.from_dict(hp["meta"], source=str(path))
+    return _network_meta(ModelMeta.from_dict(hp["meta"], source=str(path)), path)
+
+
+def _network_meta(meta: ModelMeta, path: str | os.PathLike[str]) -> ModelMeta:
+    """Model files and checkpoints hold raw networks: end-to-end metadata belongs to ONNX graphs."""
+    if meta.end2end is not None:
+        raise BadInputError(f"{path} carries end-to-end metadata, which only exported ONNX graphs have: not a "
+                            f"solo-deploy model file")
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a Lightning checkpoint; a pickle that would run code,
     or a corrupt file, is one ``BadInputError`` line; so is one that would inflate past
     ``SOLO_DEPLOY_MAX_CHECKPOINT_BYTES``."""
-    from ..limits import check_checkpoint_size
-
     check_checkpoint_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -119,7 +126,7 @@ def safetensors_meta(header: dict[str, str], path: str | os.PathLike[str]) -> Mo
         meta = json.loads(header[META_KEY])
     except json.JSONDecodeError as exc:
         raise BadInputError(f"cannot read model file {path}: {one_line(exc)}") from None
-    return ModelMeta.from_dict(meta, source=str(path))
+    return _network_meta(ModelMeta.from_dict(meta, source=str(path)), path)
 
 
 def onnx_meta(path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> ModelMeta:
@@ -153,5 +160,5 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     meta = ModelMeta.from_dict(sidecar.get("solo_deploy", {}), source=str(p))
     io = sidecar.get("engine", {}).get("io", [])
     return ModelInfo(p, backend, meta, tuple(t["name"] for t in io if t.get("mode") == "input") or (INPUT_NAME,),
-                     tuple(t["name"] for t in io if t.get("mode") == "output") or tuple(output_names(meta.model)),
+                     tuple(t["name"] for t in io if t.get("mode") == "output") or tuple(meta.output_names),
                      {"sidecar": sidecar})

@@ -13,14 +13,49 @@ from typing import Any
 from .._version import __version__
 from ..errors import BadInputError
 from ..preprocess import PreprocessSpec
-from .config import ModelConfig, PostprocessConfig
+from .config import MAX_CANDIDATES, MAX_PER_IMG, ModelConfig, PostprocessConfig
 
 # The newest schema this version reads. 2 (solo-deploy 0.3.0): keep-ratio preprocessing fields,
-# stride_in_1x1. 3 (0.4.0): the decoupled SOLO architectures. A file records the lowest schema
-# that describes it, so that older readers refuse only what they cannot build ("upgrade").
-SCHEMA_VERSION = 3
+# stride_in_1x1. 3 (0.4.0): the decoupled SOLO architectures. 4 (0.5.0): end-to-end graphs
+# (``end2end``), whose outputs are instances. A file records the lowest schema that describes it,
+# so that older readers refuse only what they cannot read ("upgrade"): a reader that knows no
+# end-to-end graphs never takes one for raw outputs.
+SCHEMA_VERSION = 4
 META_KEY = "solo_deploy"
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
+# Outputs of an end-to-end graph (solo_deploy.export.end2end), in order.
+END2END_OUTPUTS = ("masks", "boxes", "labels", "scores", "num_detections")
+MASK_FORMATS = ("uint8", "prob")
+
+
+@dataclass(frozen=True)
+class End2EndSpec:
+    """What an end-to-end graph adds to the network (``solo-deploy export --end2end``)."""
+
+    max_per_img: int = MAX_PER_IMG  # K instance slots per image (mmdetection's max_per_img)
+    # "uint8": masks as uint8 probability x 255, rounded so that q / 255 > mask_thr exactly where
+    # the probability is; "prob": float32 probabilities.
+    mask_format: str = "uint8"
+    max_candidates: int = MAX_CANDIDATES  # K0 candidates by category score (TensorRT TopK: <= 3840)
+
+    def __post_init__(self) -> None:
+        if self.mask_format not in MASK_FORMATS:
+            raise BadInputError(f"unknown mask format {self.mask_format!r}: choose uint8 or prob")
+        for name in ("max_per_img", "max_candidates"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadInputError(f"end-to-end {name} must be a positive integer, got {value!r}")
+        if self.max_candidates > MAX_CANDIDATES:
+            raise BadInputError(f"end-to-end max_candidates must be at most {MAX_CANDIDATES} (TensorRT's TopK "
+                                f"limit), got {self.max_candidates}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_per_img": self.max_per_img, "mask_format": self.mask_format,
+                "max_candidates": self.max_candidates}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> End2EndSpec:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -33,10 +68,17 @@ class ModelMeta:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     preset: str = "custom"
     extra: dict[str, Any] = field(default_factory=dict)
+    end2end: End2EndSpec | None = None  # set for graphs whose outputs are instances
+
+    @property
+    def output_names(self) -> list[str]:
+        """The deployed graph's outputs: :data:`END2END_OUTPUTS` for an end-to-end graph, else
+        the raw outputs of :func:`output_names`."""
+        return list(END2END_OUTPUTS) if self.end2end is not None else output_names(self.model)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": 3 if self.model.decoupled else 2,
+        out = {
+            "schema_version": 4 if self.end2end is not None else 3 if self.model.decoupled else 2,
             "format": "solo-deploy-model",
             "solo_deploy_version": __version__,
             "preset": self.preset,
@@ -46,6 +88,9 @@ class ModelMeta:
             "class_names": list(self.class_names),
             "extra": self.extra,
         }
+        if self.end2end is not None:
+            out["end2end"] = self.end2end.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "model") -> ModelMeta:
@@ -64,6 +109,7 @@ class ModelMeta:
                 postprocess=PostprocessConfig.from_dict(d.get("postprocess", {})),
                 preset=str(d.get("preset", "custom")),
                 extra=dict(d.get("extra", {})),
+                end2end=End2EndSpec.from_dict(d["end2end"]) if d.get("end2end") is not None else None,
             )
         except BadInputError:
             raise
@@ -98,13 +144,19 @@ def output_names(cfg: ModelConfig) -> list[str]:
     return ["scores", "kernels"] + [f"mask_feat_{i}" for i in range(cfg.num_levels)]
 
 
-def split_outputs(cfg: ModelConfig, arrays: Sequence[Any]) -> tuple[Any, Any, list[Any]]:
-    """Deploy outputs in :func:`output_names` order -> ``(scores, kernels, mask maps)``, what
+def split_outputs(meta: ModelMeta, arrays: Sequence[Any]) -> tuple[Any, Any, list[Any]]:
+    """Deploy outputs in ``meta.output_names`` order -> ``(scores, kernels, mask maps)``, what
     post-processing takes; ``kernels`` is None for the decoupled heads, whose mask maps are the
-    x-maps of every level, then the y-maps."""
+    x-maps of every level, then the y-maps. End-to-end graphs: ``(scores (N, K), None, [masks,
+    boxes, labels, num_detections])``, which ``runtime.inference.postprocess_outputs`` decodes."""
     arrays = list(arrays)
-    if len(arrays) != len(output_names(cfg)):
-        raise BadInputError(f"expected {len(output_names(cfg))} model outputs for {cfg.arch}, got {len(arrays)}")
-    if cfg.decoupled:
+    names = meta.output_names
+    if len(arrays) != len(names):
+        kind = "end-to-end" if meta.end2end is not None else meta.model.arch
+        raise BadInputError(f"expected {len(names)} model outputs for {kind}, got {len(arrays)}")
+    if meta.end2end is not None:
+        by_name = dict(zip(names, arrays))
+        return by_name["scores"], None, [by_name[k] for k in ("masks", "boxes", "labels", "num_detections")]
+    if meta.model.decoupled:
         return arrays[0], None, arrays[1:]
     return arrays[0], arrays[1], arrays[2:]

@@ -119,15 +119,21 @@ class ExportResult:
         return int(self.export_info["opset"])
 
     def summary(self) -> str:
-        lines = [(f"wrote {self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.precision}, opset {self.opset}, "
-                  f"input {self.export_info['input']['shape']}, {self.seconds:.1f} s)")]
-        if self.parity is not None:
-            lines.append(f"parity: {self.parity.summary()}")
-        if self.trt_problems:
-            lines.append(f"TensorRT check: {len(self.trt_problems)} problem(s), e.g. {self.trt_problems[0]}")
-        else:
-            lines.append("TensorRT check: no problems found (static check)")
-        return "\n".join(lines)
+        return "\n".join(report_lines(
+            f"wrote {self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.precision}, opset {self.opset}, "
+            f"input {self.export_info['input']['shape']}, {self.seconds:.1f} s)", self.parity, self.trt_problems))
+
+
+def report_lines(first: str, parity: Any, trt_problems: tuple[str, ...]) -> list[str]:
+    """What an export says: ``first``, the parity summary (when checked), the TensorRT check."""
+    lines = [first]
+    if parity is not None:
+        lines.append(f"parity: {parity.summary()}")
+    if trt_problems:
+        lines.append(f"TensorRT check: {len(trt_problems)} problem(s), e.g. {trt_problems[0]}")
+    else:
+        lines.append("TensorRT check: no problems found (static check)")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._paths import check_model_path, check_outputs
-from ..core.meta import MODEL_SUFFIXES
+from ..core.inspect import inspect_model
+from ..core.meta import MODEL_SUFFIXES, End2EndSpec
 from ..errors import BadInputError
 
 __all__ = ["FORMATS", "PRECISIONS", "ExportRequest", "ExportResult", "export_model", "export_outputs"]
@@ -38,6 +39,9 @@ class ExportRequest:
     tolerance: float | None = None
     parity: bool = True
     device: str | None = None  # the GPU of an engine build (default cuda:0)
+    end2end: bool = False  # append SOLOv2's post-processing: the graph outputs instances
+    mask_format: str | None = None  # end-to-end masks: uint8 (default) or prob
+    max_candidates: int | None = None  # end-to-end K0 (default END2END_CANDIDATES)
 
 
 @dataclass
@@ -79,8 +83,9 @@ class _Plan:
         self.result.lines.append(line)
         self.say(line)
 
-    def to_onnx(self, path: Path) -> Path:
-        """The model exported to ``path`` (checked, simplified, parity-tested); says its summary."""
+    def to_onnx(self, path: Path, temporary: bool = False) -> Path:
+        """The model exported to ``path`` (checked, simplified, parity-tested); says its summary
+        (``temporary``: a step of a larger export, named as such rather than by its path)."""
         from .onnx_export import export_onnx
 
         if self.suffix not in MODEL_SUFFIXES:
@@ -88,7 +93,8 @@ class _Plan:
         r = self.req
         exported = export_onnx(self.model, path, imgsz=r.imgsz, batch=r.batch, dynamic=r.dynamic, opset=r.opset,
                                half=self.half, check_parity=r.parity, tolerance=r.tolerance)
-        self.tell(exported.summary())
+        summary = exported.summary()
+        self.tell(summary.replace(f"wrote {path}", "exported the network", 1) if temporary else summary)
         return exported.path
 
 
@@ -105,6 +111,8 @@ def _check(req: ExportRequest, say: Callable[[str], None]) -> _Plan:
         raise BadInputError(f"--half and --precision {precision} contradict each other")
     if (req.max_batch is not None and req.max_batch < 1) or req.batch < 1:
         raise BadInputError("--batch and --max-batch must be at least 1")
+    if not req.end2end and (req.mask_format is not None or req.max_candidates is not None):
+        raise BadInputError("--mask-format and --max-candidates shape an end-to-end graph: add --end2end")
     model, output = Path(req.model), Path(req.output)
     check_model_path(model)
     name = req.name
@@ -122,12 +130,72 @@ def _check(req: ExportRequest, say: Callable[[str], None]) -> _Plan:
 
 
 def _export_onnx(plan: _Plan) -> None:
+    if plan.req.end2end:
+        with tempfile.TemporaryDirectory(prefix="solo-deploy-e2e-") as tmp:
+            plan.result.files.append(_end2end_onnx(plan, plan.output, Path(tmp)))
+        return
     if plan.precision == "int8":
         raise BadInputError("INT8 ONNX models come from calibration (Q/DQ nodes), not from export: "
                             "export FP32 first, then calibrate")
     if plan.suffix == ".onnx":
-        raise BadInputError(f"{plan.model.name} is already an ONNX model: use --format engine or triton with it")
+        raise BadInputError(f"{plan.model.name} is already an ONNX model: use --format engine or triton with it, "
+                            f"or --end2end to append the post-processing")
     plan.result.files.append(plan.to_onnx(plan.output))
+
+
+def _end2end_onnx(plan: _Plan, output: Path, tmp: Path, temporary: bool = False) -> Path:
+    """The end-to-end graph of ``plan.model`` at ``output``: a model file is exported first (FP32
+    or, with --half, FP16); an .onnx must be a raw-output solo-deploy export of any precision
+    (an INT8 one from ``calibrate`` included), left as it is. ``temporary``: ``output`` is a step
+    of an engine build, named as such in what is said."""
+    from .end2end import END2END_CANDIDATES, check_supported, export_end2end
+
+    r = plan.req
+    meta = inspect_model(plan.model).meta  # the header only: refuse before a long export
+    check_supported(meta, End2EndSpec(mask_format=r.mask_format or "uint8",
+                                      max_candidates=END2END_CANDIDATES if r.max_candidates is None
+                                      else r.max_candidates))
+    if plan.suffix == ".onnx":
+        if plan.given_precision is not None or plan.half:
+            raise BadInputError("--end2end on an .onnx keeps its precision: drop --precision/--half")
+        raw = plan.model
+    else:
+        if plan.precision == "int8":
+            target = "model.trt.int8.onnx --end2end --format engine" if plan.req.fmt == "engine" else \
+                "model.cpu.int8.onnx --end2end"
+            raise BadInputError(f"INT8 end-to-end models come from a calibrated ONNX: solo-deploy calibrate MODEL -o "
+                                f"OUT, then solo-deploy export OUT/{target}")
+        raw = plan.to_onnx(tmp / "raw.onnx", temporary=True)
+    done = export_end2end(raw, output, mask_format=r.mask_format, max_candidates=r.max_candidates,
+                          check_parity=r.parity)
+    for line in done.lines:
+        plan.tell(line.replace(f"wrote {output}", "built the end-to-end graph", 1) if temporary else line)
+    return output
+
+
+def _is_end2end_onnx(path: Path) -> bool:
+    return path.suffix.lower() == ".onnx" and inspect_model(path).meta.end2end is not None
+
+
+def _check_end2end_engine(plan: _Plan) -> None:
+    """An end-to-end engine is built strongly typed from a graph that carries its precision, so
+    that TensorRT keeps the post-processing in float32; one line for anything else."""
+    import onnx
+
+    from .tensorrt import onnx_precision
+
+    if plan.req.calibration_cache is not None:
+        raise BadInputError("--calibration-cache does not apply to an end-to-end graph (its post-processing stays "
+                            "FP32): solo-deploy calibrate MODEL -o OUT, then solo-deploy export "
+                            "OUT/model.trt.int8.onnx --end2end --format engine")
+    if plan.suffix != ".onnx" or plan.given_precision is None:
+        return
+    carried = onnx_precision(onnx.load(str(plan.model), load_external_data=False))
+    if plan.given_precision != carried:
+        raise BadInputError(f"--precision {plan.given_precision} on an end-to-end build from an {carried.upper()} "
+                            f"graph would run the post-processing in {plan.given_precision.upper()} too: build from "
+                            f"a graph that carries it (solo-deploy export MODEL --half --end2end for fp16, "
+                            f"calibrate's model.trt.int8.onnx for int8)")
 
 
 def _export_engine(plan: _Plan) -> None:
@@ -138,9 +206,16 @@ def _export_engine(plan: _Plan) -> None:
     device = req.device or "cuda:0"
     if not device.startswith("cuda"):
         raise BadInputError("TensorRT builds engines on a GPU: pass --device cuda (or cuda:N, or N)")
+    if req.end2end or _is_end2end_onnx(plan.model):
+        _check_end2end_engine(plan)
     import_tensorrt()  # fail fast, before a possibly long export
     with tempfile.TemporaryDirectory(prefix="solo-deploy-engine-") as tmp:
-        if plan.suffix == ".onnx":
+        if req.end2end:
+            # Strongly typed from the graph's own precision (FP16 from --half, INT8 from Q/DQ).
+            step = replace(plan, given_precision=None, half=plan.half and plan.suffix != ".onnx")
+            onnx_path = _end2end_onnx(step, Path(tmp) / "model.e2e.onnx", Path(tmp), temporary=True)
+            precision = None
+        elif plan.suffix == ".onnx":
             onnx_path, precision = plan.model, plan.given_precision  # None: what the ONNX carries
         else:
             onnx_path, precision = plan.to_onnx(Path(tmp) / "model.onnx"), plan.precision
@@ -154,6 +229,9 @@ def _export_engine(plan: _Plan) -> None:
 def _export_triton(plan: _Plan) -> None:
     from .triton import effective_max_batch, model_spec, write_triton_repo
 
+    if plan.req.end2end or _is_end2end_onnx(plan.model):
+        raise BadInputError("end-to-end graphs are for --format onnx and engine; Triton repositories hold "
+                            "raw-output models for now")
     with tempfile.TemporaryDirectory(prefix="solo-deploy-triton-") as tmp:
         source = (plan.model if plan.suffix in (".onnx", ".engine", ".plan")
                   else plan.to_onnx(Path(tmp) / f"{plan.model.stem}.onnx"))

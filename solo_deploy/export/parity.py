@@ -201,8 +201,8 @@ def compare_instances(meta: ModelMeta, reference: Sequence[np.ndarray], test: Se
     from ..runtime.inference import postprocess_outputs
 
     post = post or meta.postprocess
-    ref_dets = postprocess_outputs(meta, *split_outputs(meta.model, reference), post)
-    test_dets = postprocess_outputs(meta, *split_outputs(meta.model, test), post)
+    ref_dets = postprocess_outputs(meta, *split_outputs(meta, reference), post)
+    test_dets = postprocess_outputs(meta, *split_outputs(meta, test), post)
     border = max(post.score_thr, post.update_thr) + score_margin
     out: list[InstanceAgreement] = []
     for rd, td in zip(ref_dets, test_dets):

@@ -10,9 +10,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from ..core.config import ModelConfig
 from ..core.instances import detections_to_coco, encode_crops
+from ..errors import BadInputError
 from ..preprocess import Letterbox
 from .postprocess import CellInfo, Detections, cell_info, masks_to_crops, postprocess_batch, to_numpy
 
@@ -28,8 +30,38 @@ def cells_for(cfg: ModelConfig) -> CellInfo:
     return _cells(cfg.grids, cfg.strides, 1 if cfg.arch == "solov2" else cfg.num_levels, False)
 
 
+def decode_end2end(scores: Any, masks: Any, labels: Any, num_detections: Any, mask_format: str) -> list[Detections]:
+    """An end-to-end graph's outputs -> one ``Detections`` per image (the first
+    ``num_detections[i]`` slots; uint8 masks back to probabilities in [0, 1]).
+
+    ``scores`` (N, K) float32, ``masks`` (N, K, H/4, W/4) uint8 or float32, ``labels`` (N, K) int64,
+    ``num_detections`` (N,) int; numpy or any array-API namespace (they stay where they are).
+    """
+    xp = array_namespace(scores)
+    n, k = int(scores.shape[0]), int(scores.shape[1])
+    if masks.ndim != 4 or tuple(int(d) for d in masks.shape[:2]) != (n, k) or tuple(labels.shape) != (n, k):
+        raise BadInputError(f"end-to-end outputs do not agree: scores {tuple(scores.shape)}, masks "
+                            f"{tuple(masks.shape)}, labels {tuple(labels.shape)}")
+    counts = to_numpy(num_detections).reshape(-1).astype(np.int64)
+    if counts.shape != (n,) or (counts < 0).any() or (counts > k).any():
+        raise BadInputError(f"end-to-end num_detections {counts.tolist()} is not within 0..{k} per image")
+    out = []
+    for i, c in enumerate(counts.tolist()):
+        soft = xp.astype(masks[i, :c, ...], xp.float32)
+        if mask_format == "uint8":
+            soft = soft / 255.0
+        out.append(Detections(soft_masks=soft, labels=xp.astype(labels[i, :c], xp.int64),
+                              scores=xp.astype(scores[i, :c], xp.float32)))
+    return out
+
+
 def postprocess_outputs(meta, scores, kernels, mask_feats: Sequence[Any], post=None) -> list[Detections]:
-    """Raw deploy outputs of a batch -> one ``Detections`` per image (stride-4 soft masks)."""
+    """Deploy outputs of a batch -> one ``Detections`` per image (stride-4 soft masks): the
+    Python post-processing of raw outputs, or the decoding of an end-to-end graph's instances
+    (``split_outputs`` order: scores, then masks, boxes, labels, num_detections)."""
+    if meta.end2end is not None:
+        masks, _boxes, labels, num = mask_feats
+        return decode_end2end(scores, masks, labels, num, meta.end2end.mask_format)
     cfg: ModelConfig = meta.model
     input_hw = tuple(meta.preprocess.input_hw) if mask_feats is None else (
         int(mask_feats[0].shape[-2]) * 4, int(mask_feats[0].shape[-1]) * 4)

@@ -18,7 +18,7 @@ import numpy as np
 from .._lazy import lazy_import
 from .._paths import check_model_path
 from ..core.inspect import detect_backend, inspect_model, onnx_meta
-from ..core.meta import INPUT_NAME, ModelMeta, output_names, split_outputs
+from ..core.meta import INPUT_NAME, ModelMeta, split_outputs
 from ..errors import BadInputError, one_line
 from .devices import cuda_provider_works, device_index, parse_device
 
@@ -87,7 +87,7 @@ class Runner:
     def __init__(self, meta: ModelMeta, device: str) -> None:
         self.meta = meta
         self.device = device
-        self.output_names: list[str] = list(output_names(meta.model))
+        self.output_names: list[str] = meta.output_names
         self.timings = StageTimes()
         self._started = False
 
@@ -166,7 +166,7 @@ class Runner:
         return dict(zip(self.output_names, arrays))
 
     def __call__(self, images: np.ndarray) -> tuple[Any, Any, list[Any]]:
-        return split_outputs(self.meta.model, self.outputs(images))
+        return split_outputs(self.meta, self.outputs(images))
 
 
 class TorchRunner(Runner):
@@ -264,7 +264,7 @@ class OnnxRunner(Runner):
         info = inspect_model(self.path)
         # The graph must be what its metadata describes: a copied metadata block on another graph
         # would otherwise reach post-processing with the wrong arrays.
-        want = list(output_names(info.meta.model))
+        want = info.meta.output_names
         if list(info.output_names) != want or len(info.input_names) != 1:
             raise BadInputError(f"{self.path}: graph inputs {list(info.input_names)} and outputs "
                                 f"{list(info.output_names)} do not match its solo-deploy metadata (one input, "

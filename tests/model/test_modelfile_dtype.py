@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from cli_helpers import assert_one_line_error, run_cli
 
 from solo_deploy.core.config import get_preset
-from solo_deploy.core.meta import ModelMeta
+from solo_deploy.core.meta import End2EndSpec, ModelMeta
 from solo_deploy.errors import BadInputError
 from solo_deploy.model.modelfile import read_model, save_model_file
 from solo_deploy.preprocess import PreprocessSpec
@@ -69,5 +70,7 @@ def test_schema_version_is_the_lowest_that_describes_the_file() -> None:
                       class_names=("a", "b"))
     d = dsolo.to_dict()
     assert d["schema_version"] == 3 and ModelMeta.from_dict(d) == dsolo
-    with pytest.raises(BadInputError, match="schema version 4; this solo-deploy reads up to 3: upgrade solo-deploy"):
-        ModelMeta.from_dict({**d, "schema_version": 4}, source="m.safetensors")
+    e2e = replace(dsolo, end2end=End2EndSpec())  # an end-to-end graph's metadata (solo-deploy 0.5.0)
+    assert e2e.to_dict()["schema_version"] == 4 and ModelMeta.from_dict(e2e.to_dict()) == e2e
+    with pytest.raises(BadInputError, match="schema version 5; this solo-deploy reads up to 4: upgrade solo-deploy"):
+        ModelMeta.from_dict({**d, "schema_version": 5}, source="m.safetensors")
