@@ -210,6 +210,55 @@ class Instances:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def __getitem__(self, index: Any) -> Instances:
+        """A new ``Instances`` of the selected ones (crops shared, not copied): an integer (one
+        instance), a slice, a boolean mask of length K (``inst[inst.scores > 0.5]``) or an integer
+        array. The order is the index's."""
+        idx = self._positions(index)
+        return Instances(labels=self.labels[idx], scores=self.scores[idx], class_names=self.class_names,
+                         image_hw=self.image_hw, crops=[self.crops[i] for i in idx.tolist()],
+                         crop_boxes=self.crop_boxes[idx])
+
+    def __iter__(self):
+        """One single-instance ``Instances`` per instance, in score order."""
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        h, w = self.image_hw
+        if not len(self):
+            return f"Instances(0 on {w}x{h})"
+        counts: dict[str, int] = {}
+        for c in self.labels.tolist():
+            name = self.class_names[c] if 0 <= c < len(self.class_names) else str(c)
+            counts[name] = counts.get(name, 0) + 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1])
+        what = ", ".join(f"{n} {name}" for name, n in top[:5]) + (", ..." if len(top) > 5 else "")
+        return (f"Instances({len(self)} on {w}x{h}: {what}; scores {float(self.scores.max()):.2f}.."
+                f"{float(self.scores.min()):.2f})")
+
+    def _positions(self, index: Any) -> np.ndarray:
+        k = len(self)
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError("Instances cannot be indexed by a single bool; use a boolean mask of length K")
+        if isinstance(index, (int, np.integer)):
+            if not -k <= int(index) < k:
+                raise IndexError(f"instance {int(index)} out of range for {k} instances")
+            return np.array([int(index) % k], np.int64)
+        if isinstance(index, slice):
+            return np.arange(k)[index]
+        arr = np.asarray(index)
+        if arr.dtype == np.bool_:
+            if arr.shape != (k,):
+                raise IndexError(f"boolean index of shape {arr.shape} for {k} instances")
+            return np.flatnonzero(arr)
+        if arr.dtype.kind in "iu" and arr.ndim <= 1:
+            arr = arr.reshape(-1).astype(np.int64)
+            if arr.size and (arr.min() < -k or arr.max() >= k):
+                raise IndexError(f"instance index out of range for {k} instances: {arr.tolist()[:8]}")
+            return arr % max(k, 1)
+        raise TypeError(f"Instances indices must be integers, slices or boolean masks, not {type(index).__name__}")
+
     @property
     def boxes(self) -> np.ndarray:
         """float32 (K, 4) x0, y0, x1, y1 (exclusive ends): each mask's tight box."""

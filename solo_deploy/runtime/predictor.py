@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,18 @@ def read_image(path: str | Path) -> np.ndarray:
     return as_bgr_uint8(img)
 
 
+def _as_bgr(image: Any) -> np.ndarray:
+    """A path, a PIL image or a BGR array -> BGR uint8 (H, W, 3)."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # PIL is RGB
+    if not isinstance(image, np.ndarray):
+        raise BadInputError(f"cannot predict on a {type(image).__name__}: give a BGR numpy array, a file path or a "
+                            f"PIL image (or a list of them)")
+    return image
+
+
 class Predictor:
     """A runner plus the shared pre- and post-processing."""
 
@@ -58,16 +71,19 @@ class Predictor:
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
         return self.meta.preprocess.batch(images)
 
-    def predict(self, image: np.ndarray | str | Path, conf: float | None = None) -> Instances:
-        """One BGR image (array or path) -> ``Instances`` with scores >= conf."""
-        if isinstance(image, (str, Path)):
-            image = read_image(image)
-        return self.predict_batch([image], conf=conf)[0]
+    def predict(self, images: Any, conf: float | None = None) -> Instances | list[Instances]:
+        """One image -> ``Instances``; a list (or tuple) of images -> a list of them, with scores
+        >= conf. An image is a BGR numpy array (OpenCV's order), a file path or a PIL image."""
+        if isinstance(images, (list, tuple)):
+            return self.predict_batch([_as_bgr(im) for im in images], conf=conf)
+        return self.predict_batch([_as_bgr(images)], conf=conf)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], conf: float | None = None) -> list[Instances]:
         """BGR images -> ``Instances`` each. Images whose graph inputs differ in size (keep-ratio
         models) run in separate groups, so each image's result is what it gives alone."""
         images = [as_bgr_uint8(im) for im in images]
+        if not images:
+            return []
         out: list[Instances | None] = [None] * len(images)
         for idx in self.meta.preprocess.size_groups([im.shape[:2] for im in images]):
             batch, letterboxes = self.preprocess([images[i] for i in idx])
