@@ -14,6 +14,7 @@ from ..errors import BadInputError
 from ..evaluation.coco_eval import evaluate
 from ..runtime.defaults import default_model_path
 from ..runtime.pipeline import Pipeline
+from ..runtime.predictor import class_filter
 from ..runtime.sinks import (
     FrameResult,
     JsonlSink,
@@ -95,8 +96,8 @@ def _run_outputs(videos: Sequence[str], model: str | Path | None, output: str | 
 
 def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu",
         output: str | Path | None = None, save_json: str | Path | None = None, show: bool = False,
-        conf: float | None = None, max_frames: int | None = None, vid_stride: int = 1,
-        reconnect_timeout: float = 30.0, threads: int | None = None, progress: bool = True,
+        conf: float | None = None, classes: Sequence[str] | None = None, max_frames: int | None = None,
+        vid_stride: int = 1, reconnect_timeout: float = 30.0, threads: int | None = None, progress: bool = True,
         handle_signals: bool = True, also_writes: Sequence[tuple[str, str | Path | None]] = (),
         **runner_kwargs: Any) -> dict[str, Any]:
     """Open the sources, load the model (the shipped default when ``model`` is None), run the
@@ -134,6 +135,7 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
             sources.append(make_source(spec, reconnect_timeout=reconnect_timeout, demo_frames=demo_frames).open())
         predictor = build_predictor(model_path if backend != "triton" else str(model), backend=backend,
                                     device=device, threads=threads, conf=conf, **runner_kwargs)
+        predictor.classes = class_filter(classes, predictor.class_names)
         pipe_holder: list[Pipeline] = []
         if output is not None:
             for i, src in enumerate(sources):

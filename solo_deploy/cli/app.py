@@ -24,6 +24,8 @@ app = typer.Typer(
 ImgszOpt = typer.Option(None, "--imgsz", help="Network input size as H W (multiples of 32).", show_default=False)
 ConfOpt = typer.Option(None, "--conf", help="Keep final instances with score >= CONF (distinct from the internal "
                        "candidate threshold).", show_default=False)
+ClassesOpt = typer.Option(None, "--classes", help="Keep only these classes: names or category ids (as in the JSON "
+                          "outputs), comma-separated or repeated.", show_default=False)
 LogLevelOpt = typer.Option("warning", "--log-level", help="debug, info, warning or error.")
 BackendOpt = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or triton.")
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from .app import BackendOpt, ConfOpt, DeviceOpt, LogLevelOpt, app, setup_logging
+from .app import BackendOpt, ClassesOpt, ConfOpt, DeviceOpt, LogLevelOpt, app, setup_logging
 
 
 @app.command()
@@ -15,6 +15,7 @@ def predict(
     source: Path = typer.Option(..., "--source", "-s", help="An image file or a folder of images."),
     output: Path = typer.Option(Path("runs/predict"), "-o", "--output", help="Folder for overlays + predictions.json."),
     conf: Optional[float] = ConfOpt,
+    classes: Optional[List[str]] = ClassesOpt,
     backend: str = BackendOpt,
     device: str = DeviceOpt,
     log_level: str = LogLevelOpt,
@@ -27,7 +28,7 @@ def predict(
     from .._paths import IMAGE_SUFFIXES, check_folder_output, check_outputs
     from ..app.models import load
     from ..errors import BadInputError, RuntimeFailure
-    from ..runtime.predictor import read_image
+    from ..runtime.predictor import class_filter, read_image
 
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -43,6 +44,7 @@ def predict(
                    ("predictions file", output / "predictions.json")],
                   [*((("--source image"), f) for f in files), ("model", model)])
     pred = load(model, backend=backend, device=device, conf=conf)
+    pred.classes = class_filter(classes, pred.class_names)
     images, results, skipped = [], [], []
     for idx, f in enumerate(files, start=1):
         try:

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import ConfOpt, DeviceOpt, LogLevelOpt, app, setup_logging
+from .app import ClassesOpt, ConfOpt, DeviceOpt, LogLevelOpt, app, setup_logging
 
 
 @app.command("run")
@@ -25,6 +25,7 @@ def run_cmd(
                                              "with instances (class, score, box as x y w h, COCO RLE mask)."),
     show: bool = typer.Option(False, "--show", help="Show the annotated frames in a window ('q' stops)."),
     conf: Optional[float] = ConfOpt,
+    classes: Optional[List[str]] = ClassesOpt,
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each stream after N frames "
                                              "(counted after --vid-stride).", show_default=False),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Use every K-th frame of each source."),
@@ -52,8 +53,9 @@ def run_cmd(
         raise BadInputError("--backend triton needs --model NAME (the model's name on the Triton server)")
     kwargs = {"url": triton_url} if backend == "triton" else {}
     summary = run(video, model, backend=backend, device=device, output=output, save_json=save_json, show=show,
-                  conf=conf, max_frames=max_frames, vid_stride=vid_stride, reconnect_timeout=reconnect_timeout,
-                  threads=threads, progress=progress, also_writes=[("--summary-json", summary_json)], **kwargs)
+                  conf=conf, classes=classes, max_frames=max_frames, vid_stride=vid_stride,
+                  reconnect_timeout=reconnect_timeout, threads=threads, progress=progress,
+                  also_writes=[("--summary-json", summary_json)], **kwargs)
     typer.echo(format_summary(summary))
     if summary_json is not None:
         write_json(summary_json, summary)

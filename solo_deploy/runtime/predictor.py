@@ -56,13 +56,37 @@ def _as_bgr(image: Any) -> np.ndarray:
     return image
 
 
-class Predictor:
-    """A runner plus the shared pre- and post-processing."""
+def class_filter(values: Sequence[str] | None, class_names: Sequence[str]) -> frozenset[int] | None:
+    """``--classes``: class names or the category ids of the JSON outputs (1..C), comma-separated
+    or repeated -> class indices (0-based); None keeps every class."""
+    if not values:
+        return None
+    names = list(class_names)
+    wanted: set[int] = set()
+    for raw in values:
+        for item in (s.strip() for s in str(raw).split(",")):
+            if not item:
+                continue
+            if item in names:
+                wanted.add(names.index(item))
+            elif item.isdigit() and 1 <= int(item) <= len(names):
+                wanted.add(int(item) - 1)
+            else:
+                shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                raise BadInputError(f"--classes: this model has no class {item!r} (its classes: {shown}; or category "
+                                    f"ids 1..{len(names)})")
+    return frozenset(wanted)
 
-    def __init__(self, runner, conf: float | None = None) -> None:
+
+class Predictor:
+    """A runner plus the shared pre- and post-processing. ``conf`` and ``classes`` (class indices)
+    filter the final instances."""
+
+    def __init__(self, runner, conf: float | None = None, classes: frozenset[int] | None = None) -> None:
         self.runner = runner
         self.meta: ModelMeta = runner.meta
         self.conf = conf
+        self.classes = classes
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -100,8 +124,12 @@ class Predictor:
         post = self.meta.postprocess
         out = []
         for det, lb in zip(postprocess_outputs(self.meta, scores, kernels, feats, post), letterboxes):
-            if conf is not None and len(det):
-                keep = to_numpy(det.scores) >= conf
+            if len(det) and (conf is not None or self.classes is not None):
+                keep = np.ones(len(det), bool)
+                if conf is not None:
+                    keep &= to_numpy(det.scores) >= conf
+                if self.classes is not None:
+                    keep &= np.isin(to_numpy(det.labels), sorted(self.classes))
                 if not keep.all():
                     xp = array_api_compat.array_namespace(det.scores)
                     idx = xp.asarray(np.nonzero(keep)[0], device=array_api_compat.device(det.scores))
