@@ -134,7 +134,7 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
         for spec in videos:
             sources.append(make_source(spec, reconnect_timeout=reconnect_timeout, demo_frames=demo_frames).open())
         predictor = build_predictor(model_path if backend != "triton" else str(model), backend=backend,
-                                    device=device, threads=threads, conf=conf, **runner_kwargs)
+                                    device=device, threads=threads, **runner_kwargs)
         predictor.classes = class_filter(classes, predictor.class_names)
         pipe_holder: list[Pipeline] = []
         if output is not None:

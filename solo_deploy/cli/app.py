@@ -22,8 +22,11 @@ app = typer.Typer(
 
 # Shared options: every command spells these the same way (README, "CLI conventions").
 ImgszOpt = typer.Option(None, "--imgsz", help="Network input size as H W (multiples of 32).", show_default=False)
-ConfOpt = typer.Option(None, "--conf", help="Keep final instances with score >= CONF (distinct from the internal "
-                       "candidate threshold).", show_default=False)
+# 0.25 as Ultralytics' predict: the outputs a person looks at. `eval` and the demo's AP score every
+# instance (COCO scoring needs the low-score tail), whatever --conf says.
+CONF_DEFAULT = 0.25
+ConfOpt = typer.Option(CONF_DEFAULT, "--conf", help="Keep final instances with score >= CONF in the outputs (0 keeps "
+                       "all; distinct from the internal candidate threshold).")
 ClassesOpt = typer.Option(None, "--classes", help="Keep only these classes: names or category ids (as in the JSON "
                           "outputs), comma-separated or repeated.", show_default=False)
 LogLevelOpt = typer.Option("warning", "--log-level", help="debug, info, warning or error.")

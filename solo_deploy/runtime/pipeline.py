@@ -341,7 +341,9 @@ class Pipeline:
                 t0 = time.perf_counter()
                 # Vectorised over instances; torch tensors (GPU backends) stay on their device
                 # until the final boolean masks.
-                instances = self.predictor.finish(scores, kernels, feats, letterboxes, self.conf)
+                # Every instance the predictor keeps: --conf filters the outputs (FrameResult.shown),
+                # while the demo's ground-truth AP scores all of them, as COCO scoring requires.
+                instances = self.predictor.finish(scores, kernels, feats, letterboxes)
                 self.stats["postprocess"].add(time.perf_counter() - t0)
                 if not _put(self._q_sink, (frames, instances), self._abort):
                     return
@@ -356,7 +358,7 @@ class Pipeline:
                 frames, instances = item
                 for frame, inst in zip(frames, instances):
                     t0 = time.perf_counter()
-                    result = FrameResult(frame, inst, source=self.sources[frame.stream].name)
+                    result = FrameResult(frame, inst, source=self.sources[frame.stream].name, conf=self.conf)
                     with self._sink_lock:
                         if self._abort.is_set():
                             return

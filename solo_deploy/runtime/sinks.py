@@ -42,18 +42,29 @@ VIDEO_HEADROOM_BYTES = 4 << 20
 
 @dataclass
 class FrameResult:
-    """One frame and its instances; the overlay is drawn once, on first use, and shared by sinks."""
+    """One frame and its instances; the overlay is drawn once, on first use, and shared by sinks.
+
+    ``instances``: every instance the predictor kept (what the demo's AP scores); ``shown``: those
+    with score >= ``conf``, what the video, the window and the JSON lines get."""
 
     frame: Frame
     instances: Instances
     source: str = ""
+    conf: float | None = None
     _overlay: np.ndarray | None = field(default=None, repr=False)
+    _shown: Instances | None = field(default=None, repr=False)
+
+    @property
+    def shown(self) -> Instances:
+        if self._shown is None:
+            self._shown = self.instances if self.conf is None else self.instances[self.instances.scores >= self.conf]
+        return self._shown
 
     @property
     def overlay(self) -> np.ndarray:
-        """BGR uint8 (H, W, 3): the frame with masks, outlines and labels drawn."""
+        """BGR uint8 (H, W, 3): the frame with the shown masks, outlines and labels drawn."""
         if self._overlay is None:
-            self._overlay = self.instances.plot(self.frame.image)
+            self._overlay = self.shown.plot(self.frame.image)
         return self._overlay
 
 
@@ -205,7 +216,7 @@ class JsonlSink(Sink):
         return {"schema_version": JSONL_SCHEMA_VERSION, "stream": f.stream, "source": result.source,
                 "frame": f.index, "timestamp": None if f.media_time is None else round(f.media_time, 6),
                 "wall_time": round(f.wall_time, 6), "height": int(f.image.shape[0]), "width": int(f.image.shape[1]),
-                "instances": instances_to_json(result.instances)}
+                "instances": instances_to_json(result.shown)}
 
     def write(self, result: FrameResult) -> None:
         # One write() per line: a reader of the finished file only ever sees complete lines.

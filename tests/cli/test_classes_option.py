@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
@@ -78,3 +79,32 @@ def test_run_keeps_only_the_named_classes(lively_model, tmp_path):
     assert set(found["all"]) - {"rectangle", "ring"}  # unfiltered, other classes appear
     # (The demo is paced like a camera, so the two runs need not process the same frames.)
     assert found["some"] and set(found["some"]) <= {"rectangle", "ring"}
+
+
+def test_conf_defaults_to_a_quarter_for_outputs(lively_model, photos, tmp_path):
+    """predict and run write instances with score >= 0.25 unless told otherwise (--conf 0 keeps
+    all); the demo's AP and eval score every instance."""
+    scores = {}
+    for name, extra in (("default", []), ("all", ["--conf", "0"])):
+        proc = run_cli("predict", lively_model, "-s", photos, "-o", tmp_path / name, *extra)
+        assert proc.returncode == 0, proc.stderr
+        anns = json.loads((tmp_path / name / "predictions.json").read_text())["annotations"]
+        scores[name] = sorted(a["score"] for a in anns)
+    assert scores["default"] and min(scores["default"]) >= 0.25
+    assert min(scores["all"]) < 0.25 and [s for s in scores["all"] if s >= 0.25] == scores["default"]
+    assert_one_line_error(run_cli("predict", lively_model, "-s", photos, "-o", tmp_path / "x", "--conf", "2"), 2,
+                          "--conf must be within [0, 1]")
+
+
+def test_frame_results_show_what_conf_keeps_and_score_everything():
+    from solo_deploy.core.instances import Instances
+    from solo_deploy.runtime.sinks import FrameResult, JsonlSink
+    from solo_deploy.runtime.sources import Frame
+
+    masks = np.zeros((3, 8, 8), bool)
+    masks[:, 2:5, 2:5] = True
+    inst = Instances.from_masks(masks, np.array([0, 1, 2]), np.array([0.9, 0.3, 0.1], np.float32), NAMES[:3])
+    result = FrameResult(Frame(image=np.zeros((8, 8, 3), np.uint8), index=0, t_capture=0.0, wall_time=0.0), inst,
+                         "x", conf=0.25)
+    assert len(result.instances) == 3 and result.shown.scores.tolist() == pytest.approx([0.9, 0.3])
+    assert [i["class"] for i in JsonlSink.record(result)["instances"]] == ["circle", "rectangle"]

@@ -185,7 +185,8 @@ def test_fp32_instances_equal_mmdetections(reference_model, backend: str, tmp_pa
         model = tmp_path / f"{arch}.onnx"
         proc = run_cli("export", path, "-o", model, cwd=tmp_path, timeout=600)
         assert proc.returncode == 0, proc.stderr
-    proc = run_cli("predict", model, "--source", photos, "-o", "out", "--backend", backend, cwd=tmp_path, timeout=600)
+    proc = run_cli("predict", model, "--source", photos, "-o", "out", "--backend", backend, "--conf", "0",
+                   cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert f"[{backend}/cpu]" in proc.stdout
     for i, (got, ref) in enumerate(zip(_predicted(tmp_path / "out", len(refs)), refs)):
