@@ -38,6 +38,7 @@ class GroundTruthEval(Sink):
     """
 
     name = "demo_eval"
+    needs_all_instances = True  # COCO AP scores every instance, whatever --conf says
 
     def __init__(self, class_names: Sequence[str]) -> None:
         self.class_names = tuple(class_names)

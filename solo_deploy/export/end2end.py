@@ -50,6 +50,7 @@ from ..core.meta import END2END_OUTPUTS, End2EndSpec, ModelMeta, split_outputs
 from ..data.synthetic import SyntheticDataset
 from ..errors import BadInputError, RuntimeFailure, one_line
 from ..runtime.inference import postprocess_outputs
+from ..runtime.postprocess import logit
 from .onnx_checks import load_onnx_checked
 from .onnx_export import report_lines
 from .parity import ParityError
@@ -67,14 +68,6 @@ __all__ = ["END2END_CANDIDATES", "End2EndExport", "End2EndParity", "End2EndPostp
 _RAW_PREFIX = "raw/"  # the raw graph's tensors and nodes, once joined
 # Default K0 of an end-to-end graph (the Python post-processing caps at 3840).
 END2END_CANDIDATES = 1000
-
-
-def _logit(p: float) -> float:
-    if p <= 0.0:
-        return -1e30
-    if p >= 1.0:
-        return 1e30
-    return math.log(p / (1.0 - p))
 
 
 def _module_class():
@@ -105,7 +98,9 @@ def _module_class():
             self.n_pre = min(int(post.nms_pre), self.k0)
             self.k = min(int(spec.max_per_img), self.n_pre)
             self.score_thr = float(post.score_thr)
-            self.logit_thr = _logit(float(post.mask_thr))
+            # The Python post-processing's threshold, with +-inf (mask_thr outside (0, 1)) as finite
+            # constants in the graph.
+            self.logit_thr = min(max(logit(float(post.mask_thr)), -1e30), 1e30)
             self.update_thr = float(post.update_thr)
             self.min_area_factor = float(post.min_area_factor)
             self.sigma = float(post.sigma)

@@ -13,7 +13,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core.config import ModelConfig
-from ..core.instances import detections_to_coco, encode_crops
+from ..core.instances import Instances
 from ..errors import BadInputError
 from ..preprocess import Letterbox
 from .postprocess import CellInfo, Detections, cell_info, masks_to_crops, postprocess_batch, to_numpy
@@ -68,10 +68,17 @@ def postprocess_outputs(meta, scores, kernels, mask_feats: Sequence[Any], post=N
     return postprocess_batch(scores, kernels, list(mask_feats), cells_for(cfg), post or meta.postprocess, input_hw)
 
 
-def final_crops(det: Detections, letterbox: Letterbox, mask_thr: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """The masks on the original image as crops of their tight boxes: (bool crops, int64 (K, 4)
-    x0 y0 x1 y1), what the instances cover rather than K frames."""
-    return masks_to_crops(det, tuple(letterbox.input_hw), letterbox, mask_thr)
+def final_instances(det: Detections, letterbox: Letterbox, mask_thr: float,
+                    class_names: Sequence[str]) -> Instances:
+    """One image's detections on its original grid: each mask as the crop of its tight box, what
+    the instances cover rather than K frames."""
+    if len(det):
+        crops, boxes = masks_to_crops(det, tuple(letterbox.input_hw), letterbox, mask_thr)
+    else:
+        crops, boxes = [], np.zeros((0, 4), np.int64)
+    return Instances(labels=to_numpy(det.labels).astype(np.int64), scores=to_numpy(det.scores).astype(np.float32),
+                     class_names=tuple(class_names), image_hw=tuple(letterbox.orig_hw), crops=crops,
+                     crop_boxes=boxes)
 
 
 def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], letterboxes: Sequence[Letterbox],
@@ -82,8 +89,5 @@ def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], lett
     for det, lb, image_id in zip(postprocess_outputs(meta, scores, kernels, mask_feats, post), letterboxes, image_ids):
         if len(det) == 0:
             continue
-        crops, boxes = final_crops(det, lb, post.mask_thr)
-        rles = encode_crops(crops, boxes, tuple(lb.orig_hw))
-        results += detections_to_coco(int(image_id), None, to_numpy(det.labels), to_numpy(det.scores), list(cat_ids),
-                                      rles=rles)
+        results += final_instances(det, lb, post.mask_thr, meta.class_names).to_coco(int(image_id), cat_ids)
     return results

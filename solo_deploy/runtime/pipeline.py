@@ -173,8 +173,10 @@ def helper_pools_single_threaded() -> Any:
 class Pipeline:
     """Runs ``sources`` through ``predictor`` (a ``Predictor``) into ``sinks``.
 
-    ``conf``: keep instances with score >= conf; ``vid_stride``: use every k-th source frame;
-    ``max_frames``: stop each stream after that many frames (after striding); ``queue_size``:
+    ``conf``: the outputs keep instances with score >= conf (filtered before their masks are
+    pasted, unless a sink scores every instance: ``Sink.needs_all_instances``); ``vid_stride``:
+    use every k-th source frame; ``max_frames``: stop each stream after that many frames (after
+    striding); ``queue_size``:
     depth of file-source buffers and of the queues between stages for file sources (live
     sources use depth 1 everywhere, so a frame never waits behind older ones).
     """
@@ -192,6 +194,9 @@ class Pipeline:
         self.sources = list(sources)
         self.sinks = list(sinks)
         self.conf = conf
+        # Filtering before post-processing pastes the masks saves the work for instances no output
+        # shows; a sink that scores every instance (the demo's AP) gets them all instead.
+        self._early_conf = None if any(s.needs_all_instances for s in self.sinks) else conf
         self.vid_stride = vid_stride
         self.max_frames = max_frames
         any_live = any(s.live for s in self.sources)
@@ -341,9 +346,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 # Vectorised over instances; torch tensors (GPU backends) stay on their device
                 # until the final boolean masks.
-                # Every instance the predictor keeps: --conf filters the outputs (FrameResult.shown),
-                # while the demo's ground-truth AP scores all of them, as COCO scoring requires.
-                instances = self.predictor.finish(scores, kernels, feats, letterboxes)
+                instances = self.predictor.finish(scores, kernels, feats, letterboxes, self._early_conf)
                 self.stats["postprocess"].add(time.perf_counter() - t0)
                 if not _put(self._q_sink, (frames, instances), self._abort):
                     return

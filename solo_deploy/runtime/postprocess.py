@@ -62,6 +62,7 @@ __all__ = [
     "CellInfo",
     "Detections",
     "cell_info",
+    "logit",
     "masks_to_crops",
     "masks_to_image",
     "matrix_nms",
@@ -406,7 +407,7 @@ def _sigmoid(xp: Any, x: Array) -> Array:
     return 1.0 / t
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
     """The logit threshold equivalent to ``sigmoid(x) > p`` (+-inf outside (0, 1))."""
     if p <= 0.0:
         return -math.inf
@@ -562,7 +563,7 @@ def postprocess_single(
         kern = xp.take(xp.astype(kernels, xp.float32, copy=False), cell, axis=0)
     # SOLO and decoupled SOLO: probabilities (sigmoid before the upsampling); SOLOv2: logits.
     probs = cells.num_feature_levels > 1
-    thr = float(cfg.mask_thr) if probs else _logit(float(cfg.mask_thr))
+    thr = float(cfg.mask_thr) if probs else logit(float(cfg.mask_thr))
 
     def values(sel: Array) -> Array:
         """Masks (len(sel), P) of the candidates at positions ``sel`` (ascending)."""

@@ -15,7 +15,7 @@ from ..core.meta import ModelMeta
 from ..errors import BadInputError, one_line
 from ..limits import check_image_pixels, check_image_shape
 from ..preprocess import Letterbox, as_bgr_uint8
-from .inference import final_crops, postprocess_outputs
+from .inference import final_instances, postprocess_outputs
 from .postprocess import to_numpy
 
 cv2 = lazy_import("cv2")
@@ -135,8 +135,5 @@ class Predictor:
                     idx = xp.asarray(np.nonzero(keep)[0], device=array_api_compat.device(det.scores))
                     det = replace(det, soft_masks=xp.take(det.soft_masks, idx, axis=0),
                                   labels=xp.take(det.labels, idx), scores=xp.take(det.scores, idx))
-            crops, boxes = final_crops(det, lb, post.mask_thr) if len(det) else ([], np.zeros((0, 4), np.int64))
-            out.append(Instances(labels=to_numpy(det.labels).astype(np.int64),
-                                 scores=to_numpy(det.scores).astype(np.float32), class_names=self.meta.class_names,
-                                 image_hw=tuple(lb.orig_hw), crops=crops, crop_boxes=boxes))
+            out.append(final_instances(det, lb, post.mask_thr, self.meta.class_names))
         return out

@@ -57,7 +57,8 @@ class FrameResult:
     @property
     def shown(self) -> Instances:
         if self._shown is None:
-            self._shown = self.instances if self.conf is None else self.instances[self.instances.scores >= self.conf]
+            keep = None if self.conf is None else self.instances.scores >= self.conf
+            self._shown = self.instances if keep is None or keep.all() else self.instances[keep]
         return self._shown
 
     @property
@@ -72,6 +73,9 @@ class Sink:
     """Base sink: ``write`` every result, ``close`` once to finalise, ``discard`` on failure."""
 
     name = "sink"
+    # True for a sink that scores every instance (COCO AP needs the low-score tail): the pipeline
+    # then keeps them all and --conf filters only what FrameResult.shown gives the other sinks.
+    needs_all_instances = False
 
     def write(self, result: FrameResult) -> None:
         raise NotImplementedError
