@@ -16,8 +16,10 @@ So ``scale = absmax / 127`` where ``absmax = max(|min|, |max|)`` of the calibrat
 
 TensorRT may ignore a cache whose header names another version or another algorithm than the
 calibrator replaying it: ``write_cache(..., trt_version="10.x")`` resolves ``10.x`` to the
-installed TensorRT 10 when there is one, else to ``10.0.0``; a builder on a known TensorRT
-can rewrite the header with :func:`retarget` (scales untouched).
+installed TensorRT 10 when there is one, else to ``10.0.0``. The engine build does not rely on
+that: ``solo_deploy.export.tensorrt.retarget_calibration_cache`` rewrites the header in memory
+for the installed TensorRT and its MinMax replaying calibrator (scales untouched, file unchanged).
+:func:`retarget` rewrites a cache file's header in place, for users who want that on disk.
 
 The sidecar (``<cache>.key.json``) records what the scales were computed from (model hash,
 data hash, method, image count); a later calibration run with the same key reuses the cache.

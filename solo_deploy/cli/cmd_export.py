@@ -44,6 +44,9 @@ def export_cmd(
     max_candidates: Optional[int] = typer.Option(None, "--max-candidates", help="End-to-end K0: candidates by "
                                                  "category score whose masks are computed (1..3840, default "
                                                  "1000)."),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="TensorRT engine that also loads "
+                                            "on later TensorRT versions (same major, or 10 -> 11); it embeds "
+                                            "TensorRT's lean runtime and may run slower. Recorded in the sidecar."),
     device: Optional[str] = typer.Option(None, "--device", help="GPU that builds a TensorRT engine: cuda, cuda:N "
                                          "or N (default cuda:0; ONNX export and its parity check run on the CPU).",
                                          callback=DeviceOpt.callback, show_default=False),
@@ -57,5 +60,6 @@ def export_cmd(
                                dynamic=dynamic, opset=opset, half=half, precision=precision, workspace=workspace,
                                timing_cache=timing_cache, calibration_cache=calibration_cache, max_batch=max_batch,
                                name=name, tolerance=tolerance, parity=not no_parity, device=device,
-                               end2end=end2end, mask_format=mask_format, max_candidates=max_candidates),
+                               end2end=end2end, mask_format=mask_format, max_candidates=max_candidates,
+                               version_compatible=version_compatible),
                  say=typer.echo)

@@ -42,6 +42,7 @@ class ExportRequest:
     end2end: bool = False  # append SOLOv2's post-processing: the graph outputs instances
     mask_format: str | None = None  # end-to-end masks: uint8 (default) or prob
     max_candidates: int | None = None  # end-to-end K0 (default END2END_CANDIDATES)
+    version_compatible: bool = False  # engine: TensorRT's VERSION_COMPATIBLE flag (loads on later TensorRT)
 
 
 @dataclass
@@ -111,6 +112,8 @@ def _check(req: ExportRequest, say: Callable[[str], None]) -> _Plan:
         raise BadInputError(f"--half and --precision {precision} contradict each other")
     if (req.max_batch is not None and req.max_batch < 1) or req.batch < 1:
         raise BadInputError("--batch and --max-batch must be at least 1")
+    if req.version_compatible and fmt != "engine":
+        raise BadInputError("--version-compatible applies to --format engine (TensorRT engines) only")
     if not req.end2end and (req.mask_format is not None or req.max_candidates is not None):
         raise BadInputError("--mask-format and --max-candidates shape an end-to-end graph: add --end2end")
     model, output = Path(req.model), Path(req.output)
@@ -221,7 +224,8 @@ def _export_engine(plan: _Plan) -> None:
             onnx_path, precision = plan.to_onnx(Path(tmp) / "model.onnx"), plan.precision
         built = build_engine(onnx_path, plan.output, precision=precision, max_batch=req.max_batch or 8,
                              workspace_gib=req.workspace, timing_cache=req.timing_cache,
-                             calibration_cache=req.calibration_cache, device=device_index(device))
+                             calibration_cache=req.calibration_cache, device=device_index(device),
+                             version_compatible=req.version_compatible)
     plan.tell(built.summary())
     plan.result.files += [p for _, p in export_outputs("engine", plan.output, plan.model.stem)]
 

@@ -13,10 +13,17 @@ Precision (TensorRT 11 removed the FP16/INT8 builder flags and ``int8_calibrator
   weak-typing path: ``BuilderFlag.FP16``, or ``BuilderFlag.INT8`` with a calibration cache
   (read-only calibrator: the cache must exist, no calibration data is fed here).
 
+A calibration cache is handed to TensorRT with its header rewritten in memory for the installed
+TensorRT and the replaying calibrator's algorithm (:func:`retarget_calibration_cache`): TensorRT
+skips a cache whose header it considers incompatible and would then ask the calibrator for data
+it does not have. The file itself is never modified.
+
 Every engine gets a JSON sidecar ``<engine>.json`` (model metadata, export info, TensorRT
-version, GPU name and compute capability, I/O tensors, profiles). Engines only run on the
-TensorRT version and GPU they were built for, so the runner checks the sidecar first and
-refuses mismatches with a clear message instead of a deserialisation error.
+version, GPU name and compute capability, I/O tensors, profiles, whether it is version-compatible).
+Engines only run on the TensorRT version that built them (or, built with ``version_compatible``,
+on the versions TensorRT's compatibility rule allows) and on the GPU model they were built for, so
+the runner checks the sidecar first and refuses mismatches with a clear message instead of a
+deserialisation error.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,11 +70,17 @@ __all__ = [
     "plan_precision",
     "read_sidecar",
     "resolve_profile",
+    "retarget_calibration_cache",
     "sidecar_path",
+    "trt_version_int",
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 8
+# The header algorithm TensorRT expects from the replaying calibrator of _make_cache_calibrator
+# (an IInt8MinMaxCalibrator); the calibration cache may name another one (entropy: EntropyCalibration2).
+CALIBRATOR_ALGORITHM = "MinMaxCalibration"
+_CACHE_HEADER_RE = re.compile(rb"^TRT-(\d+)-([A-Za-z0-9]+)$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +100,57 @@ def onnx_precision(model: onnx.ModelProto) -> str:
         if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in node.attribute):
             return "fp16"
     return "fp32"
+
+
+def trt_version_int(version: str) -> int:
+    """TensorRT's ``NV_TENSORRT_VERSION`` for a version string: ``"10.3.0.26"`` -> 100300 (major*10000 +
+    minor*100 + patch from TensorRT 10 on), ``"8.6.1"`` -> 8601 (major*1000 + minor*100 + patch before)."""
+    parts = str(version).strip().split(".")
+    try:
+        major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
+    except ValueError:
+        raise BadInputError(f"unreadable TensorRT version {version!r}") from None
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+
+
+def retarget_calibration_cache(data: bytes, trt_version: str, algorithm: str = CALIBRATOR_ALGORITHM,
+                               source: str = "calibration cache") -> bytes:
+    """A copy of calibration-cache ``data`` whose header names ``trt_version`` and ``algorithm``.
+
+    Only the first line changes; the scale lines are kept byte for byte. Why: TensorRT skips a
+    cache whose header it considers incompatible, and ``calibrate`` on a machine without TensorRT
+    writes ``TRT-100000-...`` (10.0.0) and, for ``--method entropy``, ``EntropyCalibration2``,
+    while the build replays it with a MinMax calibrator on whatever TensorRT is installed.
+    """
+    head, sep, rest = data.partition(b"\n")
+    m = _CACHE_HEADER_RE.match(head.rstrip(b"\r"))
+    if m is None:
+        raise BadInputError(f"{source} does not start with a TensorRT header (TRT-<version>-<Algorithm>)")
+    if not rest.strip():
+        raise BadInputError(f"{source} has a header but no tensor scales")
+    new_head = f"TRT-{trt_version_int(trt_version)}-{algorithm}".encode("ascii")
+    return new_head + (b"\r" if head.endswith(b"\r") else b"") + sep + rest
+
+
+def _timing_cache(config: Any, cache_path: Path | None) -> Any:
+    """Attach a timing cache to ``config``: the file's when TensorRT accepts it, else a fresh one.
+
+    A file from another TensorRT/GPU is refused by ``set_timing_cache`` (ignore_mismatch=False);
+    a corrupt file can make ``create_timing_cache`` return None, which ``set_timing_cache`` would
+    reject with a TypeError. Both are warned about and replaced; the file is rewritten after the build.
+    """
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    if cache is None and cache_bytes:
+        log.warning("timing cache %s is unreadable (corrupt?); ignoring it and building a fresh one", cache_path)
+    elif cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    elif cache is not None:
+        log.warning("timing cache %s does not match this TensorRT/GPU; starting a fresh one", cache_path)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RuntimeFailure("TensorRT could not create an empty timing cache")
+    return cache
 
 
 @dataclass(frozen=True)
@@ -217,13 +282,17 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
                  min_shape: Sequence[int] | None = None, opt_shape: Sequence[int] | None = None,
                  max_shape: Sequence[int] | None = None, max_batch: int = DEFAULT_MAX_BATCH,
                  workspace_gib: float = 4.0, timing_cache: str | os.PathLike[str] | None = None,
-                 calibration_cache: str | os.PathLike[str] | None = None, device: int = 0) -> BuildResult:
+                 calibration_cache: str | os.PathLike[str] | None = None, device: int = 0,
+                 version_compatible: bool = False) -> BuildResult:
     """Build a serialized TensorRT engine from a solo-deploy ONNX export (needs TensorRT + GPU).
 
     ``precision``: fp32 | fp16 | int8, or None for the precision the ONNX carries. Profile
     shapes are NHWC (see :func:`resolve_profile`); ``workspace_gib`` caps TensorRT's workspace
-    pool; ``timing_cache`` is read when present and written back after the build. Writes the
-    engine and ``<engine>.json`` atomically.
+    pool; ``timing_cache`` is read when present and written back after the build.
+    ``calibration_cache`` is read, retargeted in memory (:func:`retarget_calibration_cache`) and
+    left untouched on disk. ``version_compatible``: ``BuilderFlag.VERSION_COMPATIBLE`` (the engine
+    embeds TensorRT's lean runtime and loads on later versions; recorded in the sidecar). Writes
+    the engine and ``<engine>.json`` atomically.
     Not executable on the development machine: no TensorRT, no GPU there.
     """
     from .._atomic import _check_parent
@@ -277,11 +346,18 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    for flag in plan.flags:
+    builder_flags = plan.flags + (("VERSION_COMPATIBLE",) if version_compatible else ())
+    for flag in builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if plan.needs_calibration_cache:
         assert calib is not None
-        config.int8_calibrator = _make_cache_calibrator(trt, calib.read_bytes())
+        original = calib.read_bytes()
+        replay = retarget_calibration_cache(original, trt.__version__, source=str(calib))
+        if replay.partition(b"\n")[0] != original.partition(b"\n")[0]:
+            log.info("calibration cache %s: header %s replayed as %s (scales unchanged; the file is not modified)",
+                     calib, original.partition(b"\n")[0].decode("ascii", "replace").strip(),
+                     replay.partition(b"\n")[0].decode("ascii"))
+        config.int8_calibrator = _make_cache_calibrator(trt, replay)
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(INPUT_NAME, *profile)
     config.add_optimization_profile(trt_profile)
@@ -291,12 +367,7 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     # Timing cache: reuse measured tactics across builds; a cache from another TensorRT/GPU is
     # rejected (ignore_mismatch=False) and we start a fresh one.
     cache_path = Path(timing_cache) if timing_cache else None
-    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        log.warning("timing cache %s does not match this TensorRT/GPU; starting a fresh one", cache_path)
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    _timing_cache(config, cache_path)
 
     log.info("building TensorRT %s engine (%s) from %s", trt.__version__, precision, onnx_path.name)
     serialized = builder.build_serialized_network(network, config)
@@ -321,7 +392,8 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
         "format": SIDECAR_FORMAT,
         "schema_version": SIDECAR_SCHEMA,
         "solo_deploy": meta_dict,  # ModelMeta.to_dict() + "export" section, as in the ONNX
-        "engine": {"precision": precision, "strongly_typed": plan.strongly_typed, "builder_flags": list(plan.flags),
+        "engine": {"precision": precision, "strongly_typed": plan.strongly_typed, "builder_flags": list(builder_flags),
+                   "version_compatible": bool(version_compatible),
                    "profile": {"min": list(profile[0]), "opt": list(profile[1]), "max": list(profile[2])},
                    "workspace_gib": workspace_gib, "io": io, "size_bytes": len(data),
                    "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},

@@ -3,9 +3,12 @@
 It cannot replace a real engine build, but it catches the usual surprises before one:
 
 1. **Operators**: every node must be in the default ONNX domain and marked supported in
-   TensorRT's ONNX operator support list (``trt_onnx_ops.txt``: onnx-tensorrt's
-   ``docs/operators.md`` for TensorRT 10.15, opsets 9..24); custom domains need plugins.
-2. **Opset** of the default domain inside the list's range.
+   TensorRT's ONNX operator support list, one per supported TensorRT major version, each naming
+   its source and date in its header: ``trt10_onnx_ops.txt`` (onnx-tensorrt's
+   ``docs/operators.md`` for TensorRT 10.15, opsets 9..24) and ``trt11_onnx_ops.txt`` (TensorRT
+   11.1, derived from the 10.15 list and the 11.0/11.1 release notes; see its header). By
+   default a graph is checked against every list; custom domains need plugins.
+2. **Opset** of the default domain inside each list's range.
 3. **Data-dependent output shapes**: ``NonZero``, ``NonMaxSuppression``, ``Unique``,
    ``Compress`` and ``TopK`` with a non-constant K. TensorRT 10 can run some of these, but only
    through output allocators and slow paths; our deploy graphs must have fixed output shapes.
@@ -20,16 +23,21 @@ It cannot replace a real engine build, but it catches the usual surprises before
    - int64 is accepted: TensorRT 10 has native INT64 (shape tensors, indices);
    - each node's first input type against the operator's type column of the list.
 5. **Resize** attributes: modes ``nearest``/``linear``, the supported coordinate modes,
-   no antialiasing, aspect policy ``stretch``.
+   no antialiasing, aspect policy ``stretch``; when ``scales`` is a tensor computed in the graph
+   (not a constant), an ``axes`` attribute must be the iota vector 0..rank-1.
+6. **Q/DQ** (``QuantizeLinear``/``DequantizeLinear``, operators.md: the zero point must be 0;
+   TensorRT's quantize layer takes build-time constant scales): the scale must be a constant
+   (an initializer or a Constant, possibly through Cast/Identity/Reshape/(Un)Squeeze), the zero
+   point, when given, a constant whose values are all 0.
 
 ``check_tensorrt_compat(model) -> list[str]``: one readable line per problem, empty when clean.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["DATA_DEPENDENT_OPS", "OpSupport", "SupportList", "check_tensorrt_compat", "load_support_list"]
+__all__ = ["DATA_DEPENDENT_OPS", "SUPPORTED_MAJORS", "OpSupport", "SupportList", "check_tensorrt_compat",
+           "load_support_list", "load_support_lists"]
 
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})
 TOPK_MAX_K = 3840  # TensorRT's TopK limit (operators.md: K below 3840)
@@ -45,7 +54,11 @@ RESIZE_COORD_MODES = frozenset({"half_pixel", "pytorch_half_pixel", "tf_half_pix
                                 "align_corners"})
 RESIZE_MODES = frozenset({"nearest", "linear"})
 _QUANTIZED = frozenset({"INT8", "INT4", "FP8", "FP4"})
-_DATA_FILE = "trt_onnx_ops.txt"
+# One operator list per supported TensorRT major version (package data, "export/*.txt").
+_DATA_FILES = {10: "trt10_onnx_ops.txt", 11: "trt11_onnx_ops.txt"}
+SUPPORTED_MAJORS = tuple(sorted(_DATA_FILES))
+# Ops whose output is a constant when every input is: enough to see a scale through an export's casts.
+_CONST_PASSTHROUGH = frozenset({"Cast", "CastLike", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 
 
 @dataclass(frozen=True)
@@ -58,16 +71,22 @@ class OpSupport:
 
 @dataclass(frozen=True)
 class SupportList:
-    """The parsed operator list and its header (source, TensorRT version, opset range)."""
+    """The parsed operator list and its header (source, date, TensorRT version, opset range)."""
 
     ops: dict[str, OpSupport]
     tensorrt: str
     opset_min: int
     opset_max: int
     source: str
+    date: str = "unknown"
+    url: str = ""
+
+    @property
+    def major(self) -> int:
+        return int(self.tensorrt.split(".")[0]) if self.tensorrt.split(".")[0].isdigit() else 0
 
 
-def _parse_support_list(text: str) -> SupportList:
+def _parse_support_list(text: str, name: str = "operator list") -> SupportList:
     ops: dict[str, OpSupport] = {}
     header: dict[str, str] = {}
     for raw in text.splitlines():
@@ -76,24 +95,32 @@ def _parse_support_list(text: str) -> SupportList:
             continue
         if line.startswith("#"):
             key, sep, value = line.lstrip("# ").partition(":")
-            if sep and key in ("source", "tensorrt", "opset", "url"):
+            if sep and key in ("source", "tensorrt", "opset", "url", "date"):
                 header[key] = value.strip()
             continue
         parts = [p.strip() for p in line.split("|")]
         if len(parts) < 2:
-            raise ValueError(f"bad line in {_DATA_FILE}: {raw!r}")
+            raise ValueError(f"bad line in {name}: {raw!r}")
         types = frozenset(t.strip() for t in (parts[2] if len(parts) > 2 else "").split(",") if t.strip())
         ops[parts[0]] = OpSupport(parts[0], parts[1].upper() == "Y", types, parts[3] if len(parts) > 3 else "")
     lo, _, hi = header.get("opset", "9-24").partition("-")
     return SupportList(ops=ops, tensorrt=header.get("tensorrt", "unknown"), opset_min=int(lo), opset_max=int(hi),
-                       source=header.get("source", _DATA_FILE))
+                       source=header.get("source", name), date=header.get("date", "unknown"),
+                       url=header.get("url", ""))
 
 
-@lru_cache(maxsize=1)
-def load_support_list() -> SupportList:
-    """The operator list shipped in the package (``solo_deploy/export/trt_onnx_ops.txt``)."""
-    text = resources.files(__package__).joinpath(_DATA_FILE).read_text(encoding="utf-8")
-    return _parse_support_list(text)
+@cache
+def load_support_list(major: int = 10) -> SupportList:
+    """The operator list shipped for TensorRT ``major`` (``solo_deploy/export/trt<major>_onnx_ops.txt``)."""
+    if major not in _DATA_FILES:
+        raise ValueError(f"no ONNX operator list for TensorRT {major}; known: {', '.join(map(str, SUPPORTED_MAJORS))}")
+    name = _DATA_FILES[major]
+    return _parse_support_list(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"), name)
+
+
+def load_support_lists() -> tuple[SupportList, ...]:
+    """Every shipped list, oldest TensorRT major first."""
+    return tuple(load_support_list(m) for m in SUPPORTED_MAJORS)
 
 
 def _onnx_type_names() -> dict[int, str]:
@@ -159,8 +186,9 @@ def _as_model(model: onnx.ModelProto | str | os.PathLike[str]) -> onnx.ModelProt
     return model
 
 
-def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every named tensor we can find (inputs, outputs, value_info, initializers)."""
+def _infer_types(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
+    """Element type and rank of every named tensor we can find (inputs, outputs, value_info,
+    initializers); a rank only where shape inference knows it."""
     import onnx
 
     from .onnx_checks import strip_weights
@@ -171,18 +199,22 @@ def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
     except Exception:  # noqa: BLE001 - inference is a best effort here; the checker ran before
         inferred = model
     types: dict[str, int] = {}
+    ranks: dict[str, int] = {}
     for _, graph in _walk_graphs(inferred.graph):
         for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
             if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
                 types[vi.name] = vi.type.tensor_type.elem_type
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+                ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
         for init in graph.initializer:
             types[init.name] = init.data_type
+            ranks[init.name] = len(init.dims)
         for node in graph.node:
             if node.op_type == "Constant" and node.output:
                 t = _attr(node, "value")
                 if t is not None and hasattr(t, "data_type"):
                     types[node.output[0]] = t.data_type
-    return types
+    return types, ranks
 
 
 class _Problems:
@@ -279,21 +311,117 @@ def _check_input_types(node: onnx.NodeProto, label: str, op: Any, trt: str, type
                          f"(supported: {', '.join(sorted(op.types))})")
 
 
+class _Constants:
+    """Which tensors are build-time constants (initializers, Constant nodes, and pass-through ops
+    of constants) and, for initializers and Constants, their values."""
+
+    def __init__(self, model: onnx.ModelProto, producers: dict[str, onnx.NodeProto]) -> None:
+        self.producers = producers
+        self.tensors: dict[str, Any] = {}
+        for _, graph in _walk_graphs(model.graph):
+            for init in graph.initializer:
+                self.tensors[init.name] = init
+            for node in graph.node:
+                if node.op_type == "Constant" and node.output:
+                    self.tensors[node.output[0]] = node
+        self._memo: dict[str, bool] = {}
+
+    def is_const(self, name: str, depth: int = 0) -> bool:
+        if name in self.tensors:
+            return True
+        if name in self._memo:
+            return self._memo[name]
+        node = self.producers.get(name)
+        ok = (node is not None and depth < 16 and node.op_type in _CONST_PASSTHROUGH
+              and all(self.is_const(i, depth + 1) for i in node.input if i))
+        self._memo[name] = ok
+        return ok
+
+    def values(self, name: str) -> list[float] | None:
+        """The values of an initializer or Constant (None: not one, or external data)."""
+        import onnx
+        from onnx import numpy_helper
+
+        src = self.tensors.get(name)
+        if src is None:
+            return None
+        if isinstance(src, onnx.TensorProto):
+            if src.data_location == onnx.TensorProto.EXTERNAL:
+                return None
+            return [float(v) for v in numpy_helper.to_array(src).reshape(-1)]
+        for attr in src.attribute:
+            value = onnx.helper.get_attribute_value(attr)
+            if attr.name == "value":
+                return [float(v) for v in numpy_helper.to_array(value).reshape(-1)]
+            if attr.name in ("value_int", "value_float"):
+                return [float(value)]
+            if attr.name in ("value_ints", "value_floats"):
+                return [float(v) for v in value]
+        return None
+
+
+def _check_qdq(node: onnx.NodeProto, label: str, consts: _Constants, problems: _Problems) -> None:
+    """QuantizeLinear/DequantizeLinear: constant scale; zero point, when given, constant and all 0
+    (TensorRT quantizes symmetrically: operators.md requires y_zero_point / x_zero_point = 0)."""
+    if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        return
+    scale = node.input[1] if len(node.input) > 1 else ""
+    if scale and not consts.is_const(scale):
+        problems.add(f"{label}: {node.op_type} scale {scale!r} is computed in the graph; TensorRT needs a "
+                     f"build-time constant scale (an initializer or Constant)")
+    zero = node.input[2] if len(node.input) > 2 else ""
+    if not zero:
+        return
+    if not consts.is_const(zero):
+        problems.add(f"{label}: {node.op_type} zero point {zero!r} is computed in the graph; TensorRT needs a "
+                     f"constant zero point of 0")
+        return
+    values = consts.values(zero)
+    if values is not None and any(v != 0 for v in values):
+        problems.add(f"{label}: {node.op_type} zero point {zero!r} is not 0; TensorRT supports only symmetric "
+                     f"quantization (zero point 0)")
+
+
+def _check_resize_axes(node: onnx.NodeProto, label: str, consts: _Constants, ranks: dict[str, int],
+                       problems: _Problems) -> None:
+    """operators.md (TensorRT 10.x): when Resize's ``scales`` is a tensor input, ``axes`` must be an iota
+    vector of length rank(input). A constant ``scales`` is folded by the parser and exempt."""
+    if node.op_type != "Resize":
+        return
+    scales = node.input[2] if len(node.input) > 2 else ""
+    axes = _attr(node, "axes")
+    if not scales or axes is None or consts.is_const(scales):
+        return
+    rank = ranks.get(node.input[0]) if node.input else None
+    axes = [int(a) for a in axes]
+    if rank is not None:
+        axes = [a + rank if a < 0 else a for a in axes]
+    want = list(range(rank if rank is not None else len(axes)))
+    if axes != want:
+        problems.add(f"{label}: Resize with scales computed in the graph needs axes = {want or '0..rank-1'} "
+                     f"(an iota vector of length rank(input)), got {axes}")
+
+
 def check_tensorrt_compat(model: onnx.ModelProto | str | os.PathLike[str],
-                          support: SupportList | None = None) -> list[str]:
-    """Problems that would stop (or silently degrade) a TensorRT 10 build of ``model``; [] if none.
+                          support: SupportList | Sequence[SupportList] | None = None) -> list[str]:
+    """Problems that would stop (or silently degrade) a TensorRT build of ``model``; [] if none.
 
     ``model``: an ``onnx.ModelProto`` or a path (loaded with :func:`load_onnx_checked`).
+    ``support``: the operator list(s) to check against; None: every shipped list (TensorRT 10 and
+    11), so a graph is clean only when both majors can parse it. Problems that depend on a list
+    name its TensorRT version.
     """
     model = _as_model(model)
-    support = support or load_support_list()
+    lists = load_support_lists() if support is None else \
+        ((support,) if isinstance(support, SupportList) else tuple(support))
     problems = _Problems()
-    trt = f"TensorRT {support.tensorrt}"
-    _check_opsets(model, support, trt, problems)
-    types = _infer_types(model)
+    types, ranks = _infer_types(model)
     _check_tensor_types(types, problems)
     type_names = _onnx_type_names()
     producers = {out: node for _, graph in _walk_graphs(model.graph) for node in graph.node for out in node.output}
+    constants = _Constants(model, producers)
+    for sup in lists:
+        _check_opsets(model, sup, f"TensorRT {sup.tensorrt}", problems)
     for prefix, graph in _walk_graphs(model.graph):
         consts = _const_int_values(graph)
         initializers = {i.name for i in graph.initializer}
@@ -302,13 +430,20 @@ def check_tensorrt_compat(model: onnx.ModelProto | str | os.PathLike[str],
             if node.domain not in ("", "ai.onnx"):
                 problems.add(f"{label}: custom domain {node.domain!r} needs a TensorRT plugin")
                 continue
-            op = support.ops.get(node.op_type)
-            if op is None:
-                problems.add(f"{label}: operator {node.op_type} is not in {trt}'s ONNX operator list")
-                continue
-            if not op.supported:
-                problems.add(f"{label}: operator {node.op_type} is not supported by {trt}'s ONNX parser")
-                continue
-            _check_op_attributes(node, label, consts, problems)
-            _check_input_types(node, label, op, trt, types, type_names, producers, initializers, problems)
+            checked_attributes = False
+            for sup in lists:
+                trt = f"TensorRT {sup.tensorrt}"
+                op = sup.ops.get(node.op_type)
+                if op is None:
+                    problems.add(f"{label}: operator {node.op_type} is not in {trt}'s ONNX operator list")
+                    continue
+                if not op.supported:
+                    problems.add(f"{label}: operator {node.op_type} is not supported by {trt}'s ONNX parser")
+                    continue
+                if not checked_attributes:  # the rules below hold for every list
+                    _check_op_attributes(node, label, consts, problems)
+                    _check_qdq(node, label, constants, problems)
+                    _check_resize_axes(node, label, constants, ranks, problems)
+                    checked_attributes = True
+                _check_input_types(node, label, op, trt, types, type_names, producers, initializers, problems)
     return problems.items

@@ -25,7 +25,7 @@ torch = lazy_import("torch")
 log = logging.getLogger("solo_deploy.runtime")
 
 __all__ = ["SIDECAR_FORMAT", "SIDECAR_SCHEMA", "TRT_MISSING", "TensorRTRunner", "check_engine_sidecar", "gpu_info",
-           "import_tensorrt", "read_sidecar", "sidecar_path"]
+           "import_tensorrt", "read_sidecar", "same_version", "sidecar_path", "version_compatible_loads"]
 
 TRT_MISSING = "TensorRT is not installed: pip install 'solo-deploy[tensorrt]' (needs an NVIDIA GPU)"
 
@@ -49,12 +49,52 @@ def _major_minor(version: str) -> tuple[int, int]:
         raise BadInputError(f"unreadable TensorRT version {version!r}") from None
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """``"10.9.0.34"`` -> (10, 9, 0, 34); at least major.minor.patch (missing parts are 0)."""
+    parts = str(version).strip().split(".")
+    try:
+        nums = tuple(int(p) for p in parts if p != "")
+    except ValueError:
+        raise BadInputError(f"unreadable TensorRT version {version!r}") from None
+    if not nums:
+        raise BadInputError(f"unreadable TensorRT version {version!r}")
+    return nums + (0,) * (3 - len(nums)) if len(nums) < 3 else nums
+
+
+# Cross-major loads TensorRT documents for version-compatible engines (built major -> runtime major):
+# TensorRT 10.16 "Version Compatibility": TensorRT 8 engines work with TensorRT 9 and 10 runtimes;
+# TensorRT 11.1 "Engine Compatibility": TensorRT 10 engines work with TensorRT 11.
+VC_CROSS_MAJOR = frozenset({(8, 9), (8, 10), (10, 11)})
+VC_MIN_VERSION = (8, 6)  # 10.16 docs: version compatibility starts at 8.6, for the builder and the runtime
+
+
+def same_version(built: str, here: str) -> bool:
+    """TensorRT's default rule: an engine works only with the TensorRT version that built it.
+    major.minor.patch must match, and the build number too when both versions carry one."""
+    a, b = _version_tuple(built), _version_tuple(here)
+    return a[:3] == b[:3] and (len(a) < 4 or len(b) < 4 or a[3] == b[3])
+
+
+def version_compatible_loads(built: str, here: str) -> bool:
+    """The rule for engines built with ``BuilderFlag.VERSION_COMPATIBLE``: built with 8.6 or later,
+    run on the same or a later TensorRT of the same major, or across the documented major pairs."""
+    a, b = _version_tuple(built), _version_tuple(here)
+    # major.minor.patch decide; the build number only where both report one (10.9.0 vs 10.9.0.34).
+    later_or_same = b[:3] > a[:3] or (b[:3] == a[:3] and (len(a) < 4 or len(b) < 4 or b[3:] >= a[3:]))
+    if a[:2] < VC_MIN_VERSION or b[:2] < VC_MIN_VERSION or not later_or_same:
+        return False
+    return a[0] == b[0] or (a[0], b[0]) in VC_CROSS_MAJOR
+
+
 def check_engine_sidecar(sidecar: dict[str, Any], trt_version: str | None, gpu: dict[str, Any] | None,
                          engine: str = "engine") -> None:
-    """Refuse an engine built for another TensorRT major.minor or another GPU.
+    """Refuse an engine built by another TensorRT version or for another GPU.
 
-    ``trt_version``: this machine's TensorRT (None: not checked). ``gpu``: ``{"name": str,
-    "compute_capability": [major, minor]}`` of the device to run on (None: not checked).
+    An engine loads only on the exact TensorRT version that built it; one built version-compatible
+    (sidecar ``engine.version_compatible``) also loads on the later versions TensorRT allows
+    (:func:`version_compatible_loads`). ``trt_version``: this machine's TensorRT (None: not
+    checked). ``gpu``: ``{"name": str, "compute_capability": [major, minor]}`` of the device to run
+    on (None: not checked); version compatibility is not hardware compatibility, so it is always checked.
     """
     if sidecar.get("format") != SIDECAR_FORMAT:
         raise BadInputError(f"{engine}: not a solo-deploy engine sidecar")
@@ -63,13 +103,19 @@ def check_engine_sidecar(sidecar: dict[str, Any], trt_version: str | None, gpu: 
                             f"solo-deploy understands ({SIDECAR_SCHEMA}): upgrade solo-deploy")
     built = sidecar.get("tensorrt", {}).get("version")
     built_gpu = sidecar.get("gpu", {})
+    vc = bool(sidecar.get("engine", {}).get("version_compatible", False))
     rebuild = "rebuild it here: solo-deploy export MODEL --format engine"
     if trt_version is not None:
         if not built:
             raise BadInputError(f"{engine}: sidecar does not say which TensorRT built it; {rebuild}")
-        if _major_minor(built) != _major_minor(trt_version):
+        if vc and not version_compatible_loads(built, trt_version):
+            raise BadInputError(f"{engine} was built version-compatible with TensorRT {built}, this machine has "
+                                f"TensorRT {trt_version}: such engines load only on the same or a later TensorRT "
+                                f"of the same major (or 8->9/10, 10->11), from 8.6 on; {rebuild}")
+        if not vc and not same_version(built, trt_version):
             raise BadInputError(f"{engine} was built with TensorRT {built}, this machine has TensorRT {trt_version}: "
-                                f"engines only load on the same TensorRT major.minor; {rebuild}")
+                                f"an engine loads only on the TensorRT version that built it (or build it with "
+                                f"--version-compatible); {rebuild}")
     if gpu is not None:
         want_cc = [int(v) for v in built_gpu.get("compute_capability", [])]
         have_cc = [int(v) for v in gpu.get("compute_capability", [])]
@@ -99,9 +145,14 @@ def _trt_logger(trt: Any) -> Any:
 
 
 def _dtype_name(trt: Any, dtype: Any) -> str:
+    """numpy-style name of a TensorRT type; ``bfloat16`` for BF16 (numpy has none), which the Triton
+    writer maps to TYPE_BF16."""
+    bf16 = getattr(getattr(trt, "DataType", None), "BF16", None)
+    if bf16 is not None and dtype == bf16:
+        return "bfloat16"
     try:
         return np.dtype(trt.nptype(dtype)).name
-    except Exception:  # noqa: BLE001 - types numpy has no name for (bf16, fp8)
+    except Exception:  # noqa: BLE001 - types numpy has no name for (fp8, int4, fp4)
         return str(dtype).split(".")[-1].lower()
 
 
@@ -144,6 +195,10 @@ class TensorRTRunner(Runner):
         trt, torch, path = self._trt, self._torch, self.path
         torch.cuda.set_device(self.device)
         runtime = trt.Runtime(_trt_logger(trt))
+        if self.sidecar.get("engine", {}).get("version_compatible"):
+            # A version-compatible plan carries TensorRT's lean runtime (host code); TensorRT loads it
+            # only when allowed. The engine is our own build, named by the user.
+            runtime.engine_host_code_allowed = True
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BadInputError(f"TensorRT cannot deserialize {path} (corrupt, or built by another version)")
@@ -168,9 +223,10 @@ class TensorRTRunner(Runner):
         trt, torch = self._trt, self._torch
         table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
                  trt.int8: torch.int8, trt.uint8: torch.uint8, trt.bool: torch.bool}
-        for name, tdt in (("int64", torch.int64), ("bf16", torch.bfloat16)):
-            if hasattr(trt, name):
-                table[getattr(trt, name)] = tdt
+        # DataType members, not the lowercase aliases: the BF16 alias is trt.bfloat16, never trt.bf16.
+        for name, tdt in (("INT64", torch.int64), ("BF16", torch.bfloat16)):
+            if hasattr(trt.DataType, name):
+                table[getattr(trt.DataType, name)] = tdt
         if dtype not in table:
             raise RuntimeFailure(f"unsupported TensorRT tensor type {dtype}")
         return table[dtype]

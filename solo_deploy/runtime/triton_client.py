@@ -3,7 +3,8 @@
 ``TritonRunner(model, url)``: ``model`` is a model name on the server, or a local model folder
 written by ``solo-deploy export --format triton`` (its folder name is the model name, and its
 ``config.pbtxt`` supplies the metadata without a server round trip). gRPC by default
-(``host:8001``); a URL starting with ``http://`` uses the HTTP client (``host:8000``).
+(``host:8001``, or ``grpc://host:8001``); a URL starting with ``http://`` uses the HTTP client
+(``host:8000``). ``https://`` and ``grpcs://`` use the same clients over TLS (``ssl=True``).
 
 Returns the raw deploy outputs ``(scores, kernels, [mask_feat, ...])`` as numpy arrays (decoupled
 SOLO: ``(scores, None, [mask_x_0.., mask_y_0..])``).
@@ -38,11 +39,36 @@ def _import_client(http: bool) -> Any:
     return client
 
 
+def _split_url(url: str) -> tuple[bool, bool, str]:
+    """``url`` -> (HTTP client?, TLS?, address without the scheme). tritonclient takes the address
+    without a scheme and a separate ``ssl`` flag; stripping ``https://`` without setting it would
+    speak plain HTTP to a TLS port."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return False, False, url
+    scheme = scheme.lower()
+    if scheme not in ("http", "https", "grpc", "grpcs"):
+        raise BadInputError(f"unknown Triton URL scheme {scheme!r} in {url}: use http, https, grpc or grpcs")
+    return scheme in ("http", "https"), scheme in ("https", "grpcs"), rest
+
+
+def _parameter(config: dict[str, Any], key: str) -> Any:
+    """``parameters[key]`` of a model config in either shape it arrives in: the server's JSON (a map
+    ``{key: {"string_value": ...}}``) or a parsed ``config.pbtxt``, where the protobuf map is written
+    as repeated ``{key: ..., value: {...}}`` entries (one entry: a dict, several: a list)."""
+    params = config.get("parameters") or {}
+    entries = params if isinstance(params, list) else [params]
+    for entry in entries:
+        if isinstance(entry, dict) and "key" in entry and "value" in entry:
+            if entry["key"] == key:
+                return entry["value"]
+        elif isinstance(entry, dict) and key in entry:
+            return entry[key]
+    return None
 
 
 def _meta_from_config(config: dict[str, Any], source: str) -> ModelMeta:
-    params = config.get("parameters") or {}
-    entry = params.get("solo_deploy")
+    entry = _parameter(config, "solo_deploy")
     if isinstance(entry, dict):
         raw = entry.get("string_value")
     else:
@@ -66,8 +92,7 @@ class TritonRunner(Runner):
 
     def __init__(self, model_name_or_path: str, url: str = "localhost:8001", timeout_s: float = 60.0) -> None:
         self.url = url
-        http = url.startswith(("http://", "https://"))
-        address = url.split("://", 1)[1] if "://" in url else url
+        http, tls, address = _split_url(url)
         local = Path(model_name_or_path)
         local_config: dict[str, Any] | None = None
         if local.is_file() and local.name == "config.pbtxt":
@@ -79,12 +104,13 @@ class TritonRunner(Runner):
             self.model_name = str(model_name_or_path)
         self._client_mod = _import_client(http)
         self._http = http
+        self.ssl = tls
         self._timeout = timeout_s
         try:
             if http:
-                self.client = self._client_mod.InferenceServerClient(url=address, network_timeout=timeout_s)
+                self.client = self._client_mod.InferenceServerClient(url=address, network_timeout=timeout_s, ssl=tls)
             else:
-                self.client = self._client_mod.InferenceServerClient(url=address)
+                self.client = self._client_mod.InferenceServerClient(url=address, ssl=tls)
             live = self.client.is_server_live()
         except Exception as exc:  # noqa: BLE001 - connection errors of either client
             raise BadInputError(f"cannot reach Triton at {url}: {one_line(exc)}") from None

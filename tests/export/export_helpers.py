@@ -53,3 +53,20 @@ def save_tiny(path: Path, preset: str, input_hw: tuple[int, int] = (64, 64), liv
 def leftovers(folder: Path) -> list[str]:
     """Hidden temporary files that an atomic write would leave behind on failure."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def cast_only_onnx(path: Path, meta: dict) -> Path:
+    """A one-node ONNX graph (uint8 images (1, 64, 64, 3) -> Cast to float) carrying ``meta`` as its
+    solo-deploy metadata: enough for the code that reads and checks a graph before TensorRT."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Cast", ["images"], ["y"], to=TensorProto.FLOAT)], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 64, 64, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 64, 3])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.metadata_props.add(key="solo_deploy", value=json.dumps(meta))
+    onnx.save(m, str(path))
+    return path

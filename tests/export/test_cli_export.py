@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from cli_helpers import assert_one_line_error, run_cli
 from export_helpers import save_tiny
 from typer.testing import CliRunner
 
@@ -70,3 +71,23 @@ def test_console_entry_exit_code_2(model, tmp_path, monkeypatch, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: opset 99 is not supported") and err.count("\n") == 1
+
+
+def test_version_compatible_is_for_engines_only(model, tmp_path):
+    """The installed script: one line, exit 2, nothing written."""
+    out = tmp_path / "x.onnx"
+    proc = run_cli("export", model, "-o", out, "--version-compatible")
+    assert_one_line_error(proc, 2, "--version-compatible applies to --format engine")
+    assert not out.exists()
+    proc = run_cli("export", "--help")
+    assert proc.returncode == 0 and "--version-compatible" in proc.stdout
+
+
+def test_version_compatible_engine_request_without_tensorrt(model, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed")
+    res = _invoke(["export", str(model), "--format", "engine", "--version-compatible",
+                   "-o", str(tmp_path / "m.engine")])
+    assert isinstance(res.exception, BadInputError) and "TensorRT is not installed" in str(res.exception)

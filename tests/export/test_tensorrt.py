@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from export_helpers import CLASS_NAMES, TRT_REASON, save_tiny, tiny_preset
+from export_helpers import CLASS_NAMES, TRT_REASON, cast_only_onnx, save_tiny, tiny_preset
 from onnx import TensorProto, helper
 
 from solo_deploy.errors import BadInputError
@@ -41,14 +40,40 @@ GPU = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]}
 # Sidecar checks (CPU)
 # ---------------------------------------------------------------------------------------------
 def test_matching_sidecar_passes():
-    check_engine_sidecar(SIDECAR, "10.9.1", GPU)  # patch releases share engines
+    check_engine_sidecar(SIDECAR, "10.9.0.34", GPU)
+    check_engine_sidecar(SIDECAR, "10.9.0", GPU)  # no build number to compare
     check_engine_sidecar(SIDECAR, None, None)  # nothing to compare against
 
 
-@pytest.mark.parametrize("version", ["10.8.0", "11.0.0", "9.9"])
+@pytest.mark.parametrize("version", ["10.9.1", "10.9.0.35", "10.8.0", "11.0.0", "9.9"])
 def test_other_tensorrt_version_is_refused(version):
+    """TensorRT: an engine works only with the TensorRT version that built it; a patch release too."""
     with pytest.raises(BadInputError, match=rf"built with TensorRT 10\.9\.0\.34, this machine has TensorRT {version}"):
         check_engine_sidecar(SIDECAR, version, GPU, engine="m.engine")
+
+
+@pytest.mark.parametrize("built,here,loads", [
+    ("10.9.0.34", "10.9.0.34", True),
+    ("10.9.0.34", "10.9.1", True),  # later patch, same major
+    ("10.9.0", "10.16.1", True),  # later minor, same major
+    ("10.9.0", "11.1.0", True),  # TensorRT 10 -> 11 is documented
+    ("8.6.1", "10.3.0", True),  # 8 -> 10 is documented
+    ("11.0.0", "11.1.0", True),
+    ("10.9.0", "10.8.0", False),  # never backwards
+    ("11.1.0", "10.16.1", False),
+    ("8.6.1", "11.1.0", False),  # no 8 -> 11
+    ("8.5.3", "8.6.1", False),  # version compatibility starts at 8.6
+])
+def test_version_compatible_engines(built, here, loads):
+    side = {**SIDECAR, "tensorrt": {"version": built}, "engine": {"version_compatible": True}}
+    if loads:
+        check_engine_sidecar(side, here, GPU)
+    else:
+        with pytest.raises(BadInputError, match=rf"built version-compatible with TensorRT {built}"):
+            check_engine_sidecar(side, here, GPU)
+    # version compatibility is not hardware compatibility: the GPU check stays
+    with pytest.raises(BadInputError, match="compute capability 9.0"):
+        check_engine_sidecar(side, None, {"name": "NVIDIA A100", "compute_capability": [8, 0]})
 
 
 def test_other_gpu_is_refused():
@@ -91,12 +116,7 @@ def test_runner_and_builder_without_tensorrt(tmp_path):
         TensorRTRunner(engine, "cuda")
     assert str(info.value) == TRT_MISSING
     # build_engine: reads and checks the ONNX, then needs TensorRT
-    graph = helper.make_graph([helper.make_node("Cast", ["images"], ["y"], to=TensorProto.FLOAT)], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 64, 64, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 64, 3])])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.metadata_props.add(key="solo_deploy", value=json.dumps(meta))
-    onnx.save(m, str(tmp_path / "m.onnx"))
+    cast_only_onnx(tmp_path / "m.onnx", meta)
     with pytest.raises(BadInputError) as info:
         build_engine(tmp_path / "m.onnx", tmp_path / "out.engine")
     assert "pip install 'solo-deploy[tensorrt]'" in str(info.value)
@@ -202,6 +222,42 @@ def test_build_fp16_engine_from_fp16_onnx(gpu_exports):
     got = runner(images)
     want = ort_outputs(fp16, images)
     assert np.abs(want[0] - got[0].float().cpu().numpy()).max() <= 2e-2 * np.abs(want[0]).max()
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_int8_engine_from_a_cache_whose_header_names_10_0_0(gpu_exports, tmp_path):
+    """Settles issue #22 items 1-2 on the first machine with TensorRT: calibrate (no TensorRT needed)
+    writes TRT-100000-EntropyCalibration2; the build replays it, retargeted, with a MinMax calibrator."""
+    from solo_deploy.calibration.quantize import calibrate
+    from solo_deploy.export.parity import ort_outputs, random_images
+
+    folder, fp32, _ = gpu_exports
+    res = calibrate(fp32, "synthetic", tmp_path / "calib", eval_images=0, method="entropy", trt_version="10.0.0",
+                    images=8, threads=1, bench_runs=1)
+    cache = tmp_path / "calib" / "calibration.cache"
+    before = cache.read_bytes()
+    assert before.startswith(b"TRT-100000-EntropyCalibration2\n"), res
+    built = build_engine(fp32, folder / "m8.engine", precision="int8", calibration_cache=cache, max_batch=2)
+    assert cache.read_bytes() == before  # the original cache is untouched
+    assert read_sidecar(built.path)["engine"]["builder_flags"][:1] == ["INT8"]
+    runner = TensorRTRunner(built.path, "cuda")
+    images = random_images(2, (64, 64))
+    got = runner(images)
+    want = ort_outputs(fp32, images)
+    assert got[0].shape == want[0].shape and np.isfinite(got[0].float().cpu().numpy()).all()
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_version_compatible_engine_builds_and_loads(gpu_exports):
+    from solo_deploy.export.parity import random_images
+
+    folder, fp32, _ = gpu_exports
+    built = build_engine(fp32, folder / "vc.engine", version_compatible=True, max_batch=2)
+    assert read_sidecar(built.path)["engine"]["version_compatible"] is True
+    scores = TensorRTRunner(built.path, "cuda")(random_images(1, (64, 64)))[0]
+    assert scores.is_cuda
 
 
 @pytest.mark.gpu

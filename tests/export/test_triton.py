@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from typing import ClassVar
 
 import onnx
 import pytest
@@ -126,3 +127,98 @@ def test_triton_runner_without_client_says_how_to_install():
 
     with pytest.raises(BadInputError, match=r"pip install tritonclient\[grpc\]"):
         TritonRunner("solo", url="localhost:8001")
+
+
+# ---------------------------------------------------------------------------------------------
+# TritonRunner on a local repository and its client wiring. tritonclient is not needed: the
+# runner's client module is replaced by a recorder with the constructor and calls it uses
+# (tritonclient.http/grpc.InferenceServerClient(url, ..., ssl=...)).
+# ---------------------------------------------------------------------------------------------
+class _Recorder:
+    calls: ClassVar[list[dict]] = []
+
+    class InferenceServerClient:
+        def __init__(self, url, **kwargs):
+            _Recorder.calls.append({"url": url, **kwargs})
+
+        def is_server_live(self):
+            return True
+
+        def is_model_ready(self, name):
+            return True
+
+        def get_model_config(self, name, **kwargs):
+            raise AssertionError("a local repository needs no server config")
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    from solo_deploy.runtime import triton_client
+
+    _Recorder.calls = []
+    modules = []
+    monkeypatch.setattr(triton_client, "_import_client", lambda http: modules.append(http) or _Recorder)
+    return modules
+
+
+def test_runner_reads_a_repository_written_by_export(onnx_model, tmp_path, recorder):
+    from solo_deploy.export.orchestrate import ExportRequest, export_model
+    from solo_deploy.runtime.triton_client import TritonRunner
+
+    export_model(ExportRequest(model=onnx_model, output=tmp_path / "repo", fmt="triton", name="solo"),
+                 say=lambda m: None)
+    folder = tmp_path / "repo" / "solo"
+    want = ModelMeta.from_dict(json.loads(parse_pbtxt((folder / "config.pbtxt").read_text())
+                                          ["parameters"]["value"]["string_value"]))
+    for model in (folder, folder / "config.pbtxt"):
+        runner = TritonRunner(str(model), url="localhost:8001")
+        assert runner.model_name == "solo"
+        assert runner.meta.class_names == CLASS_NAMES == want.class_names
+        assert runner.input_name == "images"
+        assert runner.output_names == ["scores", "kernels", "mask_feat"]
+        assert runner._fixed_batch == 1  # static-batch export: max_batch_size 0, dims carry the batch
+    assert recorder == [False, False] and all(c["ssl"] is False for c in _Recorder.calls)
+
+
+@pytest.mark.parametrize("url,http,address,ssl", [
+    ("localhost:8001", False, "localhost:8001", False),
+    ("grpc://triton:8001", False, "triton:8001", False),
+    ("grpcs://triton:443", False, "triton:443", True),
+    ("http://triton:8000", True, "triton:8000", False),
+    ("https://triton.example.com:443/base", True, "triton.example.com:443/base", True),
+])
+def test_url_scheme_picks_client_and_tls(onnx_model, tmp_path, recorder, url, http, address, ssl):
+    from solo_deploy.runtime.triton_client import TritonRunner
+
+    folder = write_triton_repo(onnx_model, tmp_path / "repo", "solo")
+    TritonRunner(str(folder), url=url)
+    assert recorder == [http]
+    assert _Recorder.calls[0]["url"] == address and _Recorder.calls[0]["ssl"] is ssl
+
+
+def test_unknown_url_scheme_is_one_line(recorder):
+    from solo_deploy.runtime.triton_client import TritonRunner
+
+    with pytest.raises(BadInputError, match="unknown Triton URL scheme 'ftp'"):
+        TritonRunner("solo", url="ftp://triton:21")
+
+
+def test_server_and_file_configs_give_the_same_metadata(onnx_model, tmp_path):
+    """The server's JSON has parameters as a map; a parsed config.pbtxt has key/value entries."""
+    from solo_deploy.runtime.triton_client import _meta_from_config
+
+    cfg = parse_pbtxt((write_triton_repo(onnx_model, tmp_path / "repo", "solo") / "config.pbtxt").read_text())
+    raw = cfg["parameters"]["value"]["string_value"]
+    from_file = _meta_from_config(cfg, "file")
+    from_server = _meta_from_config({"parameters": {"solo_deploy": {"string_value": raw}}}, "server")
+    several = _meta_from_config({"parameters": [{"key": "other", "value": {"string_value": "x"}},
+                                                {"key": "solo_deploy", "value": {"string_value": raw}}]}, "list")
+    assert from_file.to_dict() == from_server.to_dict() == several.to_dict()
+    with pytest.raises(BadInputError, match="no solo_deploy parameter"):
+        _meta_from_config({"parameters": {"key": "other", "value": {"string_value": "x"}}}, "x")
+
+
+def test_bf16_engine_io_maps_to_triton(onnx_model, tmp_path):
+    from solo_deploy.export.triton import _NUMPY_TO_TRITON
+
+    assert _NUMPY_TO_TRITON["bfloat16"] == _NUMPY_TO_TRITON["bf16"] == "TYPE_BF16"

@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from solo_deploy.export.trt_ops import check_tensorrt_compat, load_support_list
+from solo_deploy.export.trt_ops import SUPPORTED_MAJORS, check_tensorrt_compat, load_support_list, load_support_lists
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17, domains=()):
@@ -23,7 +23,8 @@ def _vi(name, dtype=TensorProto.FLOAT, shape=(1, 3, 8, 8)):
 def test_support_list_header_and_entries():
     support = load_support_list()
     assert support.tensorrt == "10.15" and (support.opset_min, support.opset_max) == (9, 24)
-    assert "onnx-tensorrt" in support.source
+    assert "onnx-tensorrt" in support.source and support.date.startswith("20")
+    assert support.url.startswith("https://github.com/onnx/onnx-tensorrt")
     assert support.ops["Conv"].supported and "FP16" in support.ops["Conv"].types
     assert not support.ops["Unique"].supported
     assert support.ops["NonZero"].supported  # supported, but data-dependent: flagged separately
@@ -111,3 +112,77 @@ def test_more_data_dependent_ops_listed(op):
     from solo_deploy.export.trt_ops import DATA_DEPENDENT_OPS
 
     assert op in DATA_DEPENDENT_OPS
+
+
+def test_one_list_per_major_with_source_and_date():
+    lists = load_support_lists()
+    assert SUPPORTED_MAJORS == (10, 11) and [s.major for s in lists] == [10, 11]
+    for sup in lists:
+        assert sup.source and sup.url.startswith("https://") and sup.date != "unknown"
+    trt11 = load_support_list(11)
+    assert trt11.tensorrt == "11.1" and "DERIVED" in trt11.source  # says it is not a transcription
+    assert trt11.ops["Swish"].supported and "Swish" not in load_support_list(10).ops
+    with pytest.raises(ValueError, match="no ONNX operator list for TensorRT 9"):
+        load_support_list(9)
+
+
+def test_lists_are_checked_per_major():
+    m = _model([helper.make_node("Swish", ["x"], ["y"])], [_vi("x")], [_vi("y")], opset=24)
+    assert check_tensorrt_compat(m, load_support_list(11)) == []
+    problems = check_tensorrt_compat(m)  # default: every list
+    assert problems == ["Swish node (unnamed): operator Swish is not in TensorRT 10.15's ONNX operator list"]
+
+
+def _qdq(scale_src, zero_src, zero=0):
+    """x -> Q -> DQ -> y with the scale / zero point as an initializer ('init') or a graph input ('input')."""
+    inits, inputs = [], [_vi("x")]
+    for name, src, dtype, value in (("s", scale_src, TensorProto.FLOAT, 0.1), ("z", zero_src, TensorProto.INT8, zero)):
+        if src == "init":
+            inits.append(helper.make_tensor(name, dtype, [], [value]))
+        else:
+            inputs.append(_vi(name, dtype, ()))
+    return _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+                   helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")],
+                  inputs, [_vi("y")], initializers=inits)
+
+
+def test_qdq_zero_point_must_be_zero():
+    problems = check_tensorrt_compat(_qdq("init", "init", zero=3))
+    assert any("QuantizeLinear node q" in p and "zero point 'z' is not 0" in p for p in problems), problems
+    assert any("DequantizeLinear node dq" in p and "is not 0" in p for p in problems)
+
+
+def test_qdq_scale_and_zero_point_must_be_constant():
+    problems = check_tensorrt_compat(_qdq("input", "init"))
+    assert any("scale 's' is computed in the graph" in p for p in problems), problems
+    problems = check_tensorrt_compat(_qdq("init", "input"))
+    assert any("zero point 'z' is computed in the graph" in p for p in problems), problems
+
+
+def test_qdq_scale_through_a_cast_is_constant():
+    s16 = helper.make_tensor("s16", TensorProto.FLOAT16, [], [0.1])
+    zp = helper.make_tensor("z", TensorProto.INT8, [], [0])
+    m = _model([helper.make_node("Cast", ["s16"], ["s"], to=TensorProto.FLOAT),
+                helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+               [_vi("x")], [_vi("y")], initializers=[s16, zp])
+    assert check_tensorrt_compat(m) == []
+
+
+def _resize(axes, scales_const):
+    """Resize of a 4-D input with an ``axes`` attribute; scales constant or computed (Mul of a constant)."""
+    roi = helper.make_tensor("roi", TensorProto.FLOAT, [0], [])
+    base = helper.make_tensor("base", TensorProto.FLOAT, [len(axes)], [1.0] * (len(axes) - 2) + [2.0, 2.0])
+    nodes = [] if scales_const else [helper.make_node("Mul", ["base", "k"], ["sc"])]
+    scales = "base" if scales_const else "sc"
+    nodes.append(helper.make_node("Resize", ["x", "roi", scales], ["y"], mode="nearest", axes=axes, name="rs"))
+    inputs = [_vi("x")] + ([] if scales_const else [_vi("k", shape=(len(axes),))])
+    return _model(nodes, inputs, [_vi("y", shape=None)], initializers=[roi, base], opset=18)
+
+
+def test_resize_axes_must_be_iota_when_scales_is_a_tensor():
+    problems = check_tensorrt_compat(_resize([2, 3], scales_const=False))
+    assert any("Resize node rs" in p and "iota" in p and "[2, 3]" in p for p in problems), problems
+    assert check_tensorrt_compat(_resize([0, 1, 2, 3], scales_const=False)) == []
+    assert check_tensorrt_compat(_resize([0, 1, -2, -1], scales_const=False)) == []  # negative axes normalised
+    assert check_tensorrt_compat(_resize([2, 3], scales_const=True)) == []  # constant scales: the parser folds them
