@@ -61,3 +61,49 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise BadInputError(f"model file not found: {p}")
     return p
+
+
+def numbered_folder(base: str | os.PathLike[str]) -> Path:
+    """The first of ``base``, ``base2``, ``base3``, ... that does not exist yet (Ultralytics'
+    ``runs/predict``, ``runs/predict2`` numbering): each call gets a folder of its own."""
+    base = Path(base)
+    # lexists: a dangling symlink is a name taken too (mkdir would fail on it forever).
+    if not os.path.lexists(base):
+        return base
+    n = 2
+    while os.path.lexists(candidate := base.with_name(f"{base.name}{n}")):
+        n += 1
+    return candidate
+
+
+def claim_folder(folder: Path, numbered_from: Path | None = None) -> Path:
+    """Create the output folder now that the work is about to write. ``numbered_from``: the base
+    ``folder`` was numbered from; it is then created exclusively, and a folder another call took
+    in the meantime moves this one to the next free number."""
+    if numbered_from is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            folder = numbered_folder(numbered_from)
+
+
+def check_reused_folder(option: str, folder: str | os.PathLike[str], exist_ok: bool) -> None:
+    """``-o FOLDER`` that already holds files (earlier outputs, or anything else) is refused unless
+    ``--exist-ok``: new outputs would mix with, or replace, what is there."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"{option} {folder} is a file, not a folder")
+    if exist_ok or not folder.is_dir():
+        return
+    try:
+        first = next(folder.iterdir(), None)
+    except OSError as exc:
+        raise BadInputError(f"cannot read {option} folder {folder}: {exc.strerror or exc}") from None
+    if first is not None:
+        raise BadInputError(f"{option} {folder} already holds files (e.g. {first.name}); pass --exist-ok to write "
+                            f"into it, or leave out {option} for a new numbered folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 # key -> distribution names to try, first found wins (the GPU wheel before the CPU one).
 DISTRIBUTIONS = {

@@ -1,10 +1,14 @@
 """Helpers for the tests that run the installed `solo-deploy` script as a person would."""
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +56,28 @@ def write_exif_jpeg(path: Path, image_bgr: np.ndarray, orientation: int) -> None
 def count_lines(path: Path) -> int:
     """Non-empty lines of a text file (JSON lines)."""
     return sum(1 for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip())
+
+
+def run_cli_tty(*args: str, timeout: float = 300) -> tuple[int, str, str]:
+    """``solo-deploy ARGS`` with stderr on a pseudo-terminal (100 columns: tqdm draws nothing at 0)
+    and stdout on a pipe, as a person's terminal shows progress bars -> (exit code, stdout, stderr)."""
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TQDM_DISABLE", None)
+    proc = subprocess.Popen([solo_deploy_exe(), *map(str, args)], stdout=subprocess.PIPE, stderr=side,
+                            stdin=subprocess.DEVNULL, env=env)
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read().decode()
+    proc.wait(timeout=timeout)
+    os.close(main)
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")

@@ -51,3 +51,38 @@ def tiny_model_file(tmp_path):
                                                               class_names=("circle", "rectangle", "triangle", "ring"),
                                                               preset="solov2-light-r18"))
     return path
+
+
+@pytest.fixture
+def lively_model(tmp_path):
+    """A tiny SOLOv2 (64 x 64 input) whose random head finds instances of several classes
+    (tests/export/export_helpers.py's save_tiny)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "export"))
+    from export_helpers import save_tiny
+
+    return save_tiny(tmp_path / "lively.safetensors", "solov2-light-r18")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Three synthetic 256 x 256 photos in a folder, as JPEG files (p0.jpg, p1.jpg, p2.jpg)."""
+    import cv2
+
+    from solo_deploy.data.synthetic import SyntheticDataset
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ds = SyntheticDataset("val", count=3)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"p{i}.jpg"), ds[i].image_bgr)
+    return folder
+
+
+@pytest.fixture()
+def cache_dir(tmp_path, monkeypatch):
+    """A fresh ONNX cache (``$SOLO_DEPLOY_CACHE``) for this test."""
+    monkeypatch.setenv("SOLO_DEPLOY_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

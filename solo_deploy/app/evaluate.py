@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._progress import progress_bar
 from ..data.splits import VAL_FRACTION, open_split, split_side
 from ..errors import BadInputError
 from ..evaluation.coco_eval import evaluate
 from ..runtime.inference import detections_to_results
 from ..runtime.predictor import Predictor
-from .models import load
+from .models import load, use_input_size
 
 __all__ = ["evaluate_model"]
 
@@ -29,33 +29,33 @@ def evaluate_model(model: str | Path, data: str = "synthetic", split: str = "val
     ds, gt, class_names, cat_ids = open_split(data, split, images, ann=ann, images_dir=images_dir,
                                               val_fraction=val_fraction)
     side = split_side(data, split, ann=ann, images_dir=images_dir, val_fraction=val_fraction)
-    pred = Predictor(runner) if runner is not None else load(model, backend=backend, device=device)
+    if runner is not None:
+        if imgsz is not None:
+            use_input_size(runner, imgsz, str(model))
+        pred = Predictor(runner)
+    else:
+        # --imgsz: a PyTorch file on a CPU runs through its cached export at that size (see load).
+        pred = load(model, backend=backend, device=device, imgsz=imgsz)
     meta = pred.meta
-    if imgsz is not None and meta.preprocess.pads_in_graph:
-        raise BadInputError(f"--imgsz does not apply to {model}: it resizes each image keeping its ratio into "
-                            f"{meta.preprocess.scale[0]} x {meta.preprocess.scale[1]} (keep-ratio preprocessing)")
-    if imgsz is not None and tuple(imgsz) != tuple(meta.preprocess.input_hw):
-        if pred.runner.backend != "torch":
-            raise BadInputError(f"--imgsz works with the torch backend; {pred.runner.backend} models have a fixed size "
-                                f"(re-export with --imgsz or --dynamic)")
-        meta = replace(meta, preprocess=meta.preprocess.with_size(imgsz))
-        pred.runner.meta = meta
-        pred.meta = meta
     if len(class_names) != len(meta.class_names):
         raise BadInputError(f"the model knows {len(meta.class_names)} classes ({', '.join(meta.class_names)}) but the "
                             f"data set has {len(class_names)} ({', '.join(class_names)})")
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     n = len(ds)
-    for start in range(0, n, batch):
-        samples = [ds[i] for i in range(start, min(n, start + batch))]
-        for idx in meta.preprocess.size_groups([s.image_bgr.shape[:2] for s in samples]):
-            group = [samples[i] for i in idx]
-            imgs, lbs = pred.preprocess([s.image_bgr for s in group])
-            scores, kernels, feats = pred.runner(imgs)
-            results += detections_to_results(meta, scores, kernels, feats, lbs, [s.image_id for s in group], cat_ids)
-        if progress:
-            progress(min(n, start + batch), n)
+    # The bar (a terminal only) closes on an error too, so a one-line error starts on a line of its own.
+    with progress_bar(n, desc=f"eval {Path(model).name}") as bar:
+        for start in range(0, n, batch):
+            samples = [ds[i] for i in range(start, min(n, start + batch))]
+            for idx in meta.preprocess.size_groups([s.image_bgr.shape[:2] for s in samples]):
+                group = [samples[i] for i in idx]
+                imgs, lbs = pred.preprocess([s.image_bgr for s in group])
+                scores, kernels, feats = pred.runner(imgs)
+                results += detections_to_results(meta, scores, kernels, feats, lbs, [s.image_id for s in group],
+                                                 cat_ids)
+            bar.update(len(samples))
+            if progress:
+                progress(min(n, start + batch), n)
     seconds = time.perf_counter() - t0
     metrics = evaluate(gt, results, class_names=class_names)
     metrics.update({"model": str(model), "backend": pred.runner.backend, "device": pred.runner.device,

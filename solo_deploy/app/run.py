@@ -26,9 +26,10 @@ from ..runtime.sinks import (
     stream_path,
 )
 from ..runtime.sources import DemoSource, Source, make_source
+from ..runtime.tracking import TrackerConfig
 from .models import load
 
-__all__ = ["GroundTruthEval", "build_predictor", "run"]
+__all__ = ["GroundTruthEval", "build_predictor", "conf_ok", "run", "track_config"]
 
 
 class GroundTruthEval(Sink):
@@ -51,14 +52,15 @@ class GroundTruthEval(Sink):
         f = result.frame
         if f.gt is None:
             return
-        masks, labels = f.gt
+        masks, labels = f.gt[0], f.gt[1]
         image_id = f.stream * 1_000_000 + f.index + 1  # unique over streams; COCO ids start at 1
         h, w = f.image.shape[:2]
         self.images.append({"id": image_id, "height": int(h), "width": int(w)})
         for rle, lab in zip(encode_masks(np.asarray(masks, bool)), np.asarray(labels).tolist()):
             self.gt_anns.append({"id": len(self.gt_anns) + 1, "image_id": image_id, "category_id": int(lab) + 1,
                                  "segmentation": rle, "iscrowd": 0})
-        self.results += result.instances.to_coco(image_id=image_id)
+        # The ground truth above numbers the demo's classes 1..C, whatever ids the model writes.
+        self.results += result.instances.to_coco(image_id=image_id, cat_ids=range(1, len(self.class_names) + 1))
 
     def close(self) -> None:
         if not self.images:
@@ -74,6 +76,23 @@ class GroundTruthEval(Sink):
     def summary(self) -> dict[str, Any] | None:
         return {"demo_eval": self.metrics} if self.metrics else None
 
+
+
+def conf_ok(conf: float | None) -> bool:
+    """True for a usable ``--conf``; one line naming the option otherwise."""
+    if conf is not None and not 0.0 <= conf <= 1.0:
+        raise BadInputError(f"--conf must be within [0, 1], got {conf}")
+    return True
+
+
+def track_config(conf: float | None, match: str = "mask", buffer: int = 30) -> TrackerConfig:
+    """``run --track``: ByteTrack's thresholds around ``--conf`` -- it starts tracks and makes the
+    first pass; instances down to 0.1 (ByteTrack's low threshold) continue tracks."""
+    base = TrackerConfig()
+    if conf is None:
+        return TrackerConfig(match=match, max_misses=buffer)
+    return TrackerConfig(match=match, max_misses=buffer, high_thresh=conf, new_thresh=conf,
+                         low_thresh=min(base.low_thresh, conf))
 
 
 def build_predictor(model: str | Path, backend: str = "auto", device: str = "cpu", threads: int | None = None,
@@ -97,20 +116,24 @@ def _run_outputs(videos: Sequence[str], model: str | Path | None, output: str | 
 
 def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu",
         output: str | Path | None = None, save_json: str | Path | None = None, show: bool = False,
-        conf: float | None = None, classes: Sequence[str] | None = None, max_frames: int | None = None,
+        conf: float | None = None, classes: Sequence[str] | None = None, imgsz: tuple[int, int] | None = None,
+        max_frames: int | None = None,
         vid_stride: int = 1, reconnect_timeout: float = 30.0, threads: int | None = None, progress: bool = True,
-        handle_signals: bool = True, also_writes: Sequence[tuple[str, str | Path | None]] = (),
+        realtime: bool = False, track: TrackerConfig | None = None, handle_signals: bool = True,
+        also_writes: Sequence[tuple[str, str | Path | None]] = (),
         **runner_kwargs: Any) -> dict[str, Any]:
     """Open the sources, load the model (the shipped default when ``model`` is None), run the
     pipeline into the requested sinks and return its summary (see ``Pipeline.summary``).
 
     ``also_writes``: (option, path) of what the caller writes after the run (the CLI's summary
-    JSON), checked with the run's own outputs against its inputs before anything starts."""
+    JSON), checked with the run's own outputs against its inputs before anything starts.
+    ``track``: give instances track ids (``runtime.tracking``; see :func:`track_config`).
+    ``realtime``: play the demo, video files and images live at their frame rate, dropping the
+    frames a slower model misses (cameras and streams are always live)."""
 
     if not videos:
         raise BadInputError("give at least one --video SOURCE (camN, a file, a URL, a folder/glob or demo)")
-    if conf is not None and not 0.0 <= conf <= 1.0:
-        raise BadInputError(f"--conf must be within [0, 1], got {conf}")
+    conf_ok(conf)
     if vid_stride < 1:
         raise BadInputError(f"--vid-stride must be at least 1, got {vid_stride}")
     if max_frames is not None and max_frames < 1:
@@ -133,10 +156,11 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
     sinks: list[Sink] = []
     try:
         for spec in videos:
-            sources.append(make_source(spec, reconnect_timeout=reconnect_timeout, demo_frames=demo_frames).open())
+            sources.append(make_source(spec, reconnect_timeout=reconnect_timeout, demo_frames=demo_frames,
+                                       realtime=realtime).open())
         predictor = build_predictor(model_path if backend != "triton" else str(model), backend=backend,
-                                    device=device, threads=threads, **runner_kwargs)
-        predictor.classes = class_filter(classes, predictor.class_names)
+                                    device=device, threads=threads, imgsz=imgsz, **runner_kwargs)
+        predictor.classes = class_filter(classes, predictor.class_names, predictor.meta.category_ids)
         pipe_holder: list[Pipeline] = []
         if output is not None:
             for i, src in enumerate(sources):
@@ -151,7 +175,8 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
         totals = [s.expected_frames(vid_stride, max_frames) for s in sources]
         if progress and all(t is not None for t in totals):
             sinks.append(ProgressSink(int(sum(t for t in totals if t is not None))))
-        pipe = Pipeline(predictor, sources, sinks, conf=conf, vid_stride=vid_stride, max_frames=max_frames)
+        pipe = Pipeline(predictor, sources, sinks, conf=conf, vid_stride=vid_stride, max_frames=max_frames,
+                        track=track)
         pipe_holder.append(pipe)
     except BaseException:
         for sink in sinks:

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._progress import progress_bar
 from ..errors import BadInputError, RuntimeFailure, one_line
 from . import FILES, KEY_FILE, METHODS
 from .settings import CalibrationSettings
@@ -195,8 +196,7 @@ def resolve_model(model: str | Path, progress: Callable[[str], None] | None = No
     if p.suffix.lower() in MODEL_SUFFIXES:
         from ..export.cache import cached_onnx
 
-        if progress:
-            progress(f"exporting {p.name} to FP32 ONNX (cached)")
+        # cached_onnx announces a build itself (one line, once per model); a cache hit needs no word.
         return cached_onnx(p)
     raise BadInputError(f"unsupported model file type {p.suffix or '(none)'!r} for {p}: expected an .onnx export or "
                         f"a .safetensors/.ckpt model file")
@@ -372,10 +372,13 @@ def collect_ranges(model_path: str | Path, images: np.ndarray, method: str = "mi
             calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, sess_options=opts,
                                                             providers=["CPUExecutionProvider"])
             step = max(1, chunk // batch)
-            for start in range(0, len(batches), step):
-                calibrator.collect_data(_ArrayReader(input_name, batches[start:start + step]))
-                if progress:
-                    progress(f"calibrating: {min(len(batches), start + step) * batch}/{len(batches) * batch} images")
+            with progress_bar(len(batches) * batch, desc="calibrating") as bar:
+                for start in range(0, len(batches), step):
+                    calibrator.collect_data(_ArrayReader(input_name, batches[start:start + step]))
+                    bar.update(len(batches[start:start + step]) * batch)
+                    if progress and bar.disable:  # a terminal has the bar; a log gets the count as a line
+                        progress(f"calibrating: {min(len(batches), start + step) * batch}/{len(batches) * batch} "
+                                 f"images")
             ranges = calibrator.compute_data()
         except BadInputError:
             raise

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
-from .app import ClassesOpt, ConfOpt, DeviceOpt, LogLevelOpt, app, setup_logging
+from .app import ClassesOpt, ConfOpt, DeviceOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
 
 
 @app.command("run")
 def run_cmd(
     video: List[str] = typer.Option(..., "--video", "--source", help="camN (or N), a video file, an rtsp/http "
                                     "URL, an image folder or glob, or 'demo' (the built-in synthetic video, "
-                                    "played live). Repeat for several streams batched through one model."),
+                                    "300 frames at 30 fps). Repeat for several streams batched through one model."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors, .ckpt, .onnx, "
                                         ".engine); default: the shipped model. A model name with --backend triton."),
     backend: str = typer.Option("auto", "--backend", help="auto, tensorrt, onnxruntime, torch or triton. auto runs "
@@ -26,6 +26,7 @@ def run_cmd(
     show: bool = typer.Option(False, "--show", help="Show the annotated frames in a window ('q' stops)."),
     conf: Optional[float] = ConfOpt,
     classes: Optional[List[str]] = ClassesOpt,
+    imgsz: Optional[Tuple[int, int]] = ImgszOpt,
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each stream after N frames "
                                              "(counted after --vid-stride).", show_default=False),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Use every K-th frame of each source."),
@@ -36,6 +37,16 @@ def run_cmd(
     triton_url: str = typer.Option("localhost:8001", "--triton-url", help="Triton gRPC address (--backend triton)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the run summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar for files (on a terminal)."),
+    realtime: bool = typer.Option(False, "--realtime", help="Play video files, image folders and the demo like a "
+                                  "live camera at their frame rate (folders and the demo: 30 fps): a model slower "
+                                  "than that drops frames (the newest wins). Default: every frame, as fast as the "
+                                  "model goes. Cameras and streams are always live."),
+    track: bool = typer.Option(False, "--track", help="Give instances track ids that persist across frames "
+                               "(ByteTrack's two passes on mask IoU); --conf then starts tracks, and instances "
+                               "down to 0.1 continue them. The outputs hold the tracked instances."),
+    track_match: str = typer.Option("mask", "--track-match", help="What --track compares: mask or box IoU."),
+    track_buffer: int = typer.Option(30, "--track-buffer", min=0, help="Frames a track survives unseen "
+                                     "(--track)."),
     log_level: str = LogLevelOpt,
 ) -> None:
     """Segment live or recorded video: capture, inference, post-processing and output overlap in a
@@ -43,7 +54,7 @@ def run_cmd(
     Exit codes: 0 ok (also after a clean stop), 1 failure (e.g. a stream lost for good), 2 bad input."""
     setup_logging(log_level)
     from .._atomic import write_json
-    from ..app.run import run
+    from ..app.run import conf_ok, run, track_config
     from ..errors import BadInputError, RuntimeFailure
     from ..runtime.pipeline import format_summary
     from ..runtime.sources import quiet_opencv
@@ -53,8 +64,9 @@ def run_cmd(
         raise BadInputError("--backend triton needs --model NAME (the model's name on the Triton server)")
     kwargs = {"url": triton_url} if backend == "triton" else {}
     summary = run(video, model, backend=backend, device=device, output=output, save_json=save_json, show=show,
-                  conf=conf, classes=classes, max_frames=max_frames, vid_stride=vid_stride,
-                  reconnect_timeout=reconnect_timeout, threads=threads, progress=progress,
+                  conf=conf, classes=classes, imgsz=imgsz_tuple(imgsz), max_frames=max_frames, vid_stride=vid_stride,
+                  reconnect_timeout=reconnect_timeout, threads=threads, progress=progress, realtime=realtime,
+                  track=track_config(conf, track_match, track_buffer) if track and conf_ok(conf) else None,
                   also_writes=[("--summary-json", summary_json)], **kwargs)
     typer.echo(format_summary(summary))
     if summary_json is not None:

@@ -54,14 +54,16 @@ def train(
         None, "--from", help="Fine-tune from a model file (class layers are re-initialised when the classes differ)."
     ),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local ResNet weights file."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="The epoch bar on stderr (default: when stderr is a terminal)."
+    ),
     log_level: str = LogLevelOpt,
 ) -> None:
     """Train SOLO / SOLOv2 with PyTorch Lightning; writes checkpoints, logs, curves and model.safetensors."""
     setup_logging(log_level)
     from .._paths import check_model_path, check_outputs
     from ..errors import BadInputError
-    from ..training.train import TrainRequest, parse_duration
+    from ..training.train import TrainRequest, parse_duration, summary_lines
     from ..training.train import train as run_train
 
     if data != "synthetic" and not Path(data).exists():
@@ -96,3 +98,9 @@ def train(
     for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model.safetensors", "curves.png"):
         if (run / name).exists():
             typer.echo(f"  {name}")
+    # Under DDP every rank runs this command; only global rank 0 wrote the summary (and the model file).
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        for line in summary_lines(run):
+            typer.echo(line)

@@ -9,5 +9,6 @@ from . import (  # noqa: F401 - one module per command, in the order `--help` li
     cmd_info,
     cmd_predict,
     cmd_run,
+    cmd_track,
     cmd_train,
 )

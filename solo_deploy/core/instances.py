@@ -155,9 +155,28 @@ PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114
            (204, 121, 167), (120, 120, 120)]
 
 
+
+def track_colours(track_ids: np.ndarray) -> np.ndarray:
+    """uint8 (K, 3) BGR: a stable colour per track id (golden-ratio hues, so that consecutive ids
+    differ); grey for -1 (no track)."""
+    ids = np.asarray(track_ids, np.int64).reshape(-1)
+    hue = ((ids * 0.618033988749895) % 1.0 * 180).astype(np.uint8)  # OpenCV's hue is 0..179
+    hsv = np.stack([hue, np.full_like(hue, 200), np.full_like(hue, 235)], axis=-1)[None]
+    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]
+    out[ids < 0] = PALETTE[-1]
+    return out
+
+
 # Pixels per strip of Instances.plot's frame-sized temporaries (an id map, a colour image, a blend):
 # 4 MP keeps a 1080p frame in one strip and a 20000 x 20000 frame's temporaries near 100 MB.
 _PLOT_STRIP_PIXELS = 1 << 22
+
+
+def label_font(h: int, w: int) -> tuple[float, int]:
+    """(OpenCV font scale, stroke thickness) for labels on an (h, w) image: text about 2 % of the
+    shorter side tall (13 px at 640, 22 px at 1080p), never under 10 px (small images)."""
+    scale = max(0.4, min(h, w) / 1080 * 1.0)
+    return scale, max(1, round(scale * 1.5))
 
 
 @dataclass(kw_only=True, eq=False)
@@ -178,8 +197,19 @@ class Instances:
     image_hw: tuple[int, int]
     crops: tuple[np.ndarray, ...]
     crop_boxes: np.ndarray
+    # The data set's category id of each class (``ModelMeta.category_ids``); () means 1..C.
+    category_ids: tuple[int, ...] = ()
+    # int64 (K,) track ids from ``run --track`` (``runtime.tracking``; -1: no track), else None.
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        self.category_ids = tuple(int(c) for c in self.category_ids)
+        if self.category_ids and len(self.category_ids) != len(self.class_names):
+            raise BadInputError(f"{len(self.category_ids)} category ids for {len(self.class_names)} classes")
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, np.int64).reshape(-1)
+            if self.track_ids.shape[0] != len(self.crops):
+                raise BadInputError(f"{self.track_ids.shape[0]} track ids for {len(self.crops)} instances")
         self.image_hw = (int(self.image_hw[0]), int(self.image_hw[1]))
         self.labels = np.asarray(self.labels, np.int64).reshape(-1)
         self.scores = np.asarray(self.scores, np.float32).reshape(-1)
@@ -199,13 +229,18 @@ class Instances:
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str],
-                   image_hw: tuple[int, int] | None = None) -> Instances:
+                   image_hw: tuple[int, int] | None = None, category_ids: Sequence[int] = ()) -> Instances:
         """Instances from full-frame bool (K, H, W) masks (cropped to their tight boxes)."""
         masks = np.asarray(masks, bool)
         crops, boxes = masks_to_crops(masks)
         return cls(labels=np.asarray(labels, np.int64), scores=np.asarray(scores, np.float32),
                    class_names=tuple(class_names), image_hw=tuple(image_hw or masks.shape[1:]), crops=crops,
-                   crop_boxes=boxes)
+                   crop_boxes=boxes, category_ids=tuple(category_ids))
+
+    @property
+    def cat_ids(self) -> tuple[int, ...]:
+        """The category id of each class (what the JSON outputs write): ``category_ids`` or 1..C."""
+        return self.category_ids or tuple(range(1, len(self.class_names) + 1))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -217,7 +252,19 @@ class Instances:
         idx = self._positions(index)
         return Instances(labels=self.labels[idx], scores=self.scores[idx], class_names=self.class_names,
                          image_hw=self.image_hw, crops=[self.crops[i] for i in idx.tolist()],
-                         crop_boxes=self.crop_boxes[idx])
+                         crop_boxes=self.crop_boxes[idx], category_ids=self.category_ids,
+                         track_ids=None if self.track_ids is None else self.track_ids[idx])
+
+    def with_track_ids(self, track_ids: np.ndarray) -> Instances:
+        """These instances with ``track_ids`` (K,); cached encodings (``rles``, ``masks``) are kept
+        rather than computed again."""
+        out = Instances(labels=self.labels, scores=self.scores, class_names=self.class_names, image_hw=self.image_hw,
+                        crops=self.crops, crop_boxes=self.crop_boxes, category_ids=self.category_ids,
+                        track_ids=track_ids)
+        for cached in ("rles", "masks"):
+            if cached in self.__dict__:
+                out.__dict__[cached] = self.__dict__[cached]
+        return out
 
     def __iter__(self):
         """One single-instance ``Instances`` per instance, in score order."""
@@ -285,10 +332,52 @@ class Instances:
         evaluation both need them."""
         return encode_crops(self.crops, self.crop_boxes, self.image_hw)
 
+    def to_supervision(self) -> Any:
+        """The instances as ``supervision.Detections`` (the ``supervision`` extra), so that its
+        annotators, zones and trackers work on them: ``xyxy`` (the tight boxes), ``mask`` bool
+        (K, H, W), ``confidence``, ``class_id`` (0-based class indices, as ``labels``), and
+        ``data["class_name"]`` and ``data["category_id"]`` (the JSON outputs' COCO ids)."""
+        try:
+            import supervision as sv
+        except ImportError:
+            raise BadInputError("Instances.to_supervision() needs supervision: pip install 'solo-deploy[supervision]'"
+                                ) from None
+        names = np.array([self.class_names[c] for c in self.labels.tolist()], dtype=str)
+        ids = np.array([self.cat_ids[c] for c in self.labels.tolist()], dtype=np.int64)
+        return sv.Detections(xyxy=self.boxes.reshape(-1, 4), mask=self.masks, confidence=self.scores.copy(),
+                             class_id=self.labels.copy(), data={"class_name": names, "category_id": ids},
+                             tracker_id=None if self.track_ids is None else self.track_ids.copy())
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The instances as the JSON outputs write them (schema: ``solo_deploy/assets/schemas``), in
+        score order: ``category_id`` (the data set's COCO id), ``category_name``, ``score``, ``bbox``
+        [x, y, w, h] (COCO's, in pixels: the mask's tight box), ``area`` (mask pixels),
+        ``segmentation`` (COCO compressed RLE of the full image) and, for tracked instances,
+        ``track_id`` (null for an instance no track took)."""
+        if not len(self):
+            return []
+        ids, boxes = self.cat_ids, self.crop_boxes
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).tolist()
+        areas = [int(np.count_nonzero(c)) for c in self.crops]
+        out = [{"category_id": int(ids[c]), "category_name": self.class_names[c], "score": round(float(sc), 5),
+                "bbox": [float(v) for v in b], "area": a, "segmentation": rle}
+               for c, sc, b, a, rle in zip(self.labels.tolist(), self.scores.tolist(), xywh, areas, self.rles)]
+        if self.track_ids is not None:
+            for rec, t in zip(out, self.track_ids.tolist()):
+                rec["track_id"] = t if t >= 1 else None  # ids count from 1; below: no track
+        return out
+
     def to_coco(self, image_id: int = 0, cat_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """COCO results (RLE masks) for this image."""
-        cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(self.class_names) + 1))
-        return detections_to_coco(image_id, None, self.labels, self.scores, cat_ids, rles=self.rles)
+        """COCO results for this image: :meth:`to_records` with ``image_id``; ``cat_ids`` replaces
+        the instances' own category ids (evaluation against a data set's ground truth)."""
+        recs = self.to_records()
+        if cat_ids is not None:
+            cat_ids = list(cat_ids)
+            if len(cat_ids) != len(self.class_names):
+                raise BadInputError(f"{len(cat_ids)} category ids for {len(self.class_names)} classes")
+            for r, c in zip(recs, self.labels.tolist()):
+                r["category_id"] = int(cat_ids[c])
+        return [{"image_id": int(image_id), **r} for r in recs]
 
     def plot(self, image_bgr: np.ndarray, alpha: float = 0.5, labels: bool = True) -> np.ndarray:
         """A copy of ``image_bgr`` with masks, outlines and class/score labels drawn (BGR uint8)."""
@@ -299,7 +388,8 @@ class Instances:
         if (h, w) != self.image_hw:
             raise BadInputError(f"cannot draw instances of a {self.image_hw[1]}x{self.image_hw[0]} image on a "
                                 f"{w}x{h} one")
-        colours = np.array([PALETTE[int(c) % len(PALETTE)] for c in self.labels], np.uint8)
+        colours = (np.array([PALETTE[int(c) % len(PALETTE)] for c in self.labels], np.uint8) if self.track_ids is None
+                   else track_colours(self.track_ids))
         back_to_front = np.argsort(self.scores, kind="stable")  # higher scores end on top
         top, bottom = self.crop_boxes[back_to_front, 1], self.crop_boxes[back_to_front, 3]
         rows = max(1, _PLOT_STRIP_PIXELS // w)
@@ -309,11 +399,42 @@ class Instances:
             c0, c1 = max(0, s0 - 1), min(h, s1 + 1)
             self._plot_strip(out, c0, c1, s0, s1, back_to_front[(top < c1) & (bottom > c0)], colours, alpha)
         if labels:
-            for k, (x0, y0, _, _) in enumerate(self.crop_boxes.tolist()):
-                text = f"{self.class_names[int(self.labels[k])]} {self.scores[k]:.2f}"
-                cv2.putText(out, text, (int(x0), max(10, int(y0) - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                            tuple(int(c) for c in PALETTE[int(self.labels[k]) % len(PALETTE)]), 1, cv2.LINE_AA)
+            self._draw_labels(out, back_to_front, colours)
         return out
+
+    def _draw_labels(self, out: np.ndarray, order: np.ndarray, colours: np.ndarray) -> None:
+        """One "class score" label per instance at its box's top-left corner, on a filled box of
+        its colour, the font scaled to the image. Labels are placed best score first; one that
+        would cover a placed label moves down (or up) a few label heights where that is free."""
+        h, w = out.shape[:2]
+        scale, thick = label_font(h, w)
+        pad = max(1, round(3 * scale))
+        placed: list[tuple[int, int, int, int, int, str, int, int]] = []
+        for k in order[::-1].tolist():
+            x0, y0 = (int(v) for v in self.crop_boxes[k, :2])
+            text = f"{self.class_names[int(self.labels[k])]} {float(self.scores[k]):.2f}"
+            if self.track_ids is not None and self.track_ids[k] >= 0:
+                text = f"#{int(self.track_ids[k])} {text}"
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+            bw, bh = tw + 2 * pad, th + base + 2 * pad
+            # Above the box where there is room, else just inside its top edge; never off the image.
+            left = max(0, min(x0, w - bw))
+            top = y0 - bh if y0 - bh >= 0 else min(y0, max(0, h - bh))
+            for step in (0, 1, 2, 3, -1, -2, -3):
+                y = top + step * bh
+                if 0 <= y <= h - bh and not any(left < px + pw and px < left + bw and y < py + ph and py < y + bh
+                                                 for px, py, pw, ph, *_ in placed):
+                    top = y
+                    break
+            placed.append((left, top, bw, bh, k, text, th, pad))
+        for left, top, bw, bh, k, text, th, pad in reversed(placed):  # the best-scoring drawn last, on top
+            colour = tuple(int(c) for c in colours[k])
+            cv2.rectangle(out, (left, top), (left + bw - 1, top + bh - 1), colour, cv2.FILLED)
+            # Dark text on light colours, white on dark ones (ITU-R BT.601 luma of the BGR colour).
+            luma = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
+            ink = (0, 0, 0) if luma > 150 else (255, 255, 255)
+            cv2.putText(out, text, (left + pad, top + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thick,
+                        cv2.LINE_AA)
 
     def _plot_strip(self, out: np.ndarray, c0: int, c1: int, s0: int, s1: int, order: np.ndarray,
                     colours: np.ndarray, alpha: float) -> None:

@@ -17,10 +17,12 @@ from .config import MAX_CANDIDATES, MAX_PER_IMG, ModelConfig, PostprocessConfig
 
 # The newest schema this version reads. 2 (solo-deploy 0.3.0): keep-ratio preprocessing fields,
 # stride_in_1x1. 3 (0.4.0): the decoupled SOLO architectures. 4 (0.5.0): end-to-end graphs
-# (``end2end``), whose outputs are instances. A file records the lowest schema that describes it,
+# (``end2end``), whose outputs are instances. 5 (0.6.0): ``category_ids`` other than 1..C (a
+# COCO-trained model's ids 1..90 with gaps). A file records the lowest schema that describes it,
 # so that older readers refuse only what they cannot read ("upgrade"): a reader that knows no
-# end-to-end graphs never takes one for raw outputs.
-SCHEMA_VERSION = 4
+# end-to-end graphs never takes one for raw outputs, one that knows no category ids never writes
+# 1..80 for COCO's classes.
+SCHEMA_VERSION = 5
 META_KEY = "solo_deploy"
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 # Outputs of an end-to-end graph (solo_deploy.export.end2end), in order.
@@ -69,6 +71,24 @@ class ModelMeta:
     preset: str = "custom"
     extra: dict[str, Any] = field(default_factory=dict)
     end2end: End2EndSpec | None = None  # set for graphs whose outputs are instances
+    # The data set's category id of each class (COCO's ``categories[].id``), what every JSON output
+    # writes; () means 1..C, the ids `solo-deploy data` and the synthetic set use.
+    category_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = tuple(self.category_ids)
+        if ids and (len(ids) != len(self.class_names) or len(set(ids)) != len(ids)
+                    or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
+            raise BadInputError(f"category_ids must be {len(self.class_names)} distinct non-negative integers, one "
+                                f"per class; got {list(ids)[:12]}")
+        if ids == tuple(range(1, len(self.class_names) + 1)):
+            ids = ()  # the default, stored as such: the file keeps the lowest schema that describes it
+        object.__setattr__(self, "category_ids", ids)
+
+    @property
+    def cat_ids(self) -> tuple[int, ...]:
+        """The category id of each class: ``category_ids``, or 1..C."""
+        return self.category_ids or tuple(range(1, len(self.class_names) + 1))
 
     @property
     def output_names(self) -> list[str]:
@@ -78,7 +98,8 @@ class ModelMeta:
 
     def to_dict(self) -> dict[str, Any]:
         out = {
-            "schema_version": 4 if self.end2end is not None else 3 if self.model.decoupled else 2,
+            "schema_version": (5 if self.category_ids else 4 if self.end2end is not None
+                               else 3 if self.model.decoupled else 2),
             "format": "solo-deploy-model",
             "solo_deploy_version": __version__,
             "preset": self.preset,
@@ -90,6 +111,8 @@ class ModelMeta:
         }
         if self.end2end is not None:
             out["end2end"] = self.end2end.to_dict()
+        if self.category_ids:
+            out["category_ids"] = list(self.category_ids)
         return out
 
     @classmethod
@@ -110,6 +133,7 @@ class ModelMeta:
                 preset=str(d.get("preset", "custom")),
                 extra=dict(d.get("extra", {})),
                 end2end=End2EndSpec.from_dict(d["end2end"]) if d.get("end2end") is not None else None,
+                category_ids=tuple(d.get("category_ids") or ()),
             )
         except BadInputError:
             raise

@@ -735,6 +735,14 @@ def render_video_frames(seed: int = SPLITS["demo"].seed, n_frames: int = SPLITS[
         yield image, masks, labels
 
 
+def render_video_tracks(seed: int = SPLITS["demo"].seed, n_frames: int = SPLITS["demo"].count,
+                        cfg: SyntheticConfig = SyntheticConfig()
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``render_video_frames`` with each object's identity: (image_bgr, masks, labels, track_ids
+    int64 (K,)); an object keeps its id in every frame it is visible in (ids from 0)."""
+    yield from _video_frames(seed, n_frames, cfg)
+
+
 def write_video(path: str | Path, n_frames: int = SPLITS["demo"].count, seed: int = SPLITS["demo"].seed,
                 cfg: SyntheticConfig = SyntheticConfig(), fps: float = 30) -> tuple[Path, Path]:
     """Write a synthetic video (``.mp4``: mp4v, ``.avi``: MJPG) and its COCO ground truth.

@@ -13,3 +13,9 @@ COCO_CLASSES: tuple[str, ...] = (
     "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
 )
+
+# COCO's category id of each class above (the ids in instances_*.json: 1..90, ten of them unused),
+# what COCO-trained models must write so that their results score against COCO's own files.
+COCO_CATEGORY_IDS: tuple[int, ...] = (
+    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83), *range(84, 91),
+)

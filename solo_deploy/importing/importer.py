@@ -22,7 +22,7 @@ from ..model.modelfile import save_model_file
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from . import legacy
 from .checkpoint import load_foreign_checkpoint
-from .coco_names import COCO_CLASSES
+from .coco_names import COCO_CATEGORY_IDS, COCO_CLASSES
 from .config_text import parse_config_text
 from .infer import family_preset, infer_config
 
@@ -240,7 +240,9 @@ def import_checkpoint(checkpoint: str | Path, output: str | Path, source_format:
     spec = PreprocessSpec.keep_ratio(scale=scale, mean=mean, std=std, size_divisor=divisor, pad_value=float(pad_value))
     names, sources["class_names"] = _class_names(meta, cfg, inferred.config.num_classes, class_names)
     weights = from_mmdet(state, inferred.config)
+    # COCO's classes keep COCO's ids (1..90 with gaps): results must score against COCO's own files.
     model_meta = ModelMeta(model=inferred.config, preprocess=spec, class_names=names, postprocess=post,
+                           category_ids=COCO_CATEGORY_IDS if tuple(names) == COCO_CLASSES else (),
                            preset=inferred.preset or f"imported-{inferred.family}",
                            extra={"imported": {"checkpoint": checkpoint.name, "format": fmt, "sources": sources}})
     save_model_file(output, weights, model_meta)

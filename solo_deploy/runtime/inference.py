@@ -69,7 +69,7 @@ def postprocess_outputs(meta, scores, kernels, mask_feats: Sequence[Any], post=N
 
 
 def final_instances(det: Detections, letterbox: Letterbox, mask_thr: float,
-                    class_names: Sequence[str]) -> Instances:
+                    class_names: Sequence[str], category_ids: Sequence[int] = ()) -> Instances:
     """One image's detections on its original grid: each mask as the crop of its tight box, what
     the instances cover rather than K frames."""
     if len(det):
@@ -78,7 +78,7 @@ def final_instances(det: Detections, letterbox: Letterbox, mask_thr: float,
         crops, boxes = [], np.zeros((0, 4), np.int64)
     return Instances(labels=to_numpy(det.labels).astype(np.int64), scores=to_numpy(det.scores).astype(np.float32),
                      class_names=tuple(class_names), image_hw=tuple(letterbox.orig_hw), crops=crops,
-                     crop_boxes=boxes)
+                     crop_boxes=boxes, category_ids=tuple(category_ids))
 
 
 def detections_to_results(meta, scores, kernels, mask_feats: Sequence[Any], letterboxes: Sequence[Letterbox],

@@ -56,12 +56,14 @@ def _as_bgr(image: Any) -> np.ndarray:
     return image
 
 
-def class_filter(values: Sequence[str] | None, class_names: Sequence[str]) -> frozenset[int] | None:
-    """``--classes``: class names or the category ids of the JSON outputs (1..C), comma-separated
-    or repeated -> class indices (0-based); None keeps every class."""
+def class_filter(values: Sequence[str] | None, class_names: Sequence[str],
+                 category_ids: Sequence[int] = ()) -> frozenset[int] | None:
+    """``--classes``: class names or the category ids of the JSON outputs (``category_ids``, 1..C
+    when empty), comma-separated or repeated -> class indices (0-based); None keeps every class."""
     if not values:
         return None
     names = list(class_names)
+    ids = [int(c) for c in category_ids] or list(range(1, len(names) + 1))
     wanted: set[int] = set()
     for raw in values:
         for item in (s.strip() for s in str(raw).split(",")):
@@ -69,12 +71,14 @@ def class_filter(values: Sequence[str] | None, class_names: Sequence[str]) -> fr
                 continue
             if item in names:
                 wanted.add(names.index(item))
-            elif item.isdigit() and 1 <= int(item) <= len(names):
-                wanted.add(int(item) - 1)
+            elif item.isdigit() and int(item) in ids:
+                wanted.add(ids.index(int(item)))
             else:
                 shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                id_text = (f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[0] + len(ids)))
+                           else f"{', '.join(map(str, ids[:12]))}{', ...' if len(ids) > 12 else ''}")
                 raise BadInputError(f"--classes: this model has no class {item!r} (its classes: {shown}; or category "
-                                    f"ids 1..{len(names)})")
+                                    f"ids {id_text})")
     return frozenset(wanted)
 
 
@@ -135,5 +139,5 @@ class Predictor:
                     idx = xp.asarray(np.nonzero(keep)[0], device=array_api_compat.device(det.scores))
                     det = replace(det, soft_masks=xp.take(det.soft_masks, idx, axis=0),
                                   labels=xp.take(det.labels, idx), scores=xp.take(det.scores, idx))
-            out.append(final_instances(det, lb, post.mask_thr, self.meta.class_names))
+            out.append(final_instances(det, lb, post.mask_thr, self.meta.class_names, self.meta.category_ids))
         return out

@@ -4,9 +4,11 @@
 one-line ``BadInputError`` (missing file, unsupported type, empty folder, no such camera).
 A source yields :class:`Frame` objects (BGR uint8 (H, W, 3) images) from ``frames(stop, ...)``.
 
-Live sources (cameras, network streams, the paced demo) deliver frames on their own clock and
-the pipeline keeps only the newest one; file-like sources (video files, image folders) are read
-as fast as the pipeline consumes them and never lose a frame.
+Live sources (cameras, network streams) deliver frames on their own clock and the pipeline keeps
+only the newest one; file-like sources (video files, image folders, the demo) are read as fast as
+the pipeline consumes them and never lose a frame. With ``realtime=True`` (``--realtime``) a
+file-like source plays as a live one: frame i becomes available at start + i / fps, and a model
+slower than that loses frames as it would on a camera.
 
 OpenCV and FFmpeg print their own warnings to stderr (e.g. on a missing camera or a refused
 connection). Importing this module changes nothing in the process: the console entry silences them
@@ -65,7 +67,7 @@ class Frame:
     available (the start of its end-to-end latency); ``wall_time`` ``time.time()`` at that moment;
     ``media_time`` seconds from the start of the source by its own clock (None if unknown);
     ``decode_s`` seconds spent decoding/rendering it; ``gt`` the demo's ground truth
-    (masks uint8 (K, H, W), labels int64 (K,)) or None.
+    (masks uint8 (K, H, W), labels int64 (K,), track ids int64 (K,)) or None.
     """
 
     image: np.ndarray
@@ -75,7 +77,7 @@ class Frame:
     media_time: float | None = None
     decode_s: float = 0.0
     stream: int = 0
-    gt: tuple[np.ndarray, np.ndarray] | None = None
+    gt: tuple[np.ndarray, ...] | None = None
 
 
 def redact(url: str) -> str:
@@ -87,6 +89,7 @@ class Source:
     """A stream of frames. Subclasses implement ``_read`` (and ``_skip`` where cheaper).
 
     ``live``: frames arrive on the source's clock (the pipeline keeps the newest);
+    ``realtime``: a file-like source played live, paced here on the wall clock at ``pace_fps``;
     ``fps``: nominal frame rate or None; ``frame_count``: known length or None;
     ``status``: "ready", then "ended", "stopped", "truncated" or "lost";
     ``warnings``: messages worth repeating in the run summary.
@@ -95,13 +98,17 @@ class Source:
     kind = "source"
     live = False
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, realtime: bool = False) -> None:
         self.name = name
         self.fps: float | None = None
         self.frame_count: int | None = None
         self.status = "ready"
         self.warnings: list[str] = []
         self._pos = 0  # index of the next frame
+        self.realtime = realtime
+        if realtime:
+            self.live = True  # the pipeline then keeps the newest frame, as for a camera
+        self._clock0: float | None = None  # perf_counter() at which frame 0 was due
 
     # -- subclass hooks ------------------------------------------------------------------------
     def open(self) -> Source:
@@ -128,6 +135,37 @@ class Source:
         n = math.ceil(self.frame_count / max(1, stride))
         return n if max_frames is None else min(n, max_frames)
 
+    @property
+    def pace_fps(self) -> float | None:
+        """The wall-clock rate a realtime source delivers frames at (its own, else 30), or None:
+        as fast as the consumer takes them."""
+        return (self.fps or DEFAULT_LIVE_FPS) if self.realtime else None
+
+    def due(self, index: int) -> float | None:
+        """``perf_counter()`` time at which frame ``index`` becomes available, None when unpaced.
+
+        The clock starts with the first frame asked about; skipped frames (``--vid-stride``) keep
+        their slots, as on a camera.
+        """
+        fps = self.pace_fps
+        if fps is None:
+            return None
+        if self._clock0 is None:
+            self._clock0 = time.perf_counter() - index / fps
+        return self._clock0 + index / fps
+
+    def _wait_due(self, frame: Frame, stop: threading.Event) -> bool:
+        """Hold ``frame`` until it is due (False if stopped meanwhile); it is captured then."""
+        due = self.due(frame.index)
+        if due is None:
+            return True
+        wait = due - time.perf_counter()
+        if wait > 0 and stop.wait(wait):
+            return False
+        # Decoded early, delivered on the clock: as a camera hands over a finished frame.
+        frame.t_capture, frame.wall_time = time.perf_counter(), time.time()
+        return True
+
     def output_fps(self, stride: int = 1) -> float:
         """Frame rate for a video written from this source's (strided) frames."""
         fps = self.fps or DEFAULT_LIVE_FPS
@@ -138,7 +176,7 @@ class Source:
         yielded = 0
         while not stop.is_set() and (max_frames is None or yielded < max_frames):
             frame = self._read(stop)
-            if frame is None:
+            if frame is None or not self._wait_due(frame, stop):
                 break
             yield frame
             yielded += 1
@@ -188,12 +226,13 @@ def _open_capture(target: str | int, api: int, params: list[int], timeout: float
 
 
 class VideoFileSource(Source):
-    """A video file, decoded with FFmpeg through OpenCV; every frame, as fast as consumed."""
+    """A video file, decoded with FFmpeg through OpenCV; every frame, as fast as consumed (or
+    played live at its frame rate with ``realtime``)."""
 
     kind = "video"
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(str(path))
+    def __init__(self, path: Path, realtime: bool = False) -> None:
+        super().__init__(str(path), realtime=realtime)
         self.path = path
         self.cap: cv2.VideoCapture | None = None
         self._first: np.ndarray | None = None
@@ -412,12 +451,13 @@ class StreamSource(Source):
 # Images and in-memory frames
 # ---------------------------------------------------------------------------------------------
 class ImageFolderSource(Source):
-    """Image files (a folder, a glob or one file) in name order; unreadable images are skipped."""
+    """Image files (a folder, a glob or one file) in name order; unreadable images are skipped.
+    ``realtime`` plays them live at 30 fps (the rate of the video written from them)."""
 
     kind = "images"
 
-    def __init__(self, files: list[Path], name: str) -> None:
-        super().__init__(name)
+    def __init__(self, files: list[Path], name: str, realtime: bool = False) -> None:
+        super().__init__(name, realtime=realtime)
         self.files = files
         self.frame_count = len(files)
         self._skipped = 0
@@ -454,12 +494,11 @@ class IterableSource(Source):
 
     def __init__(self, frames: Iterable[Any], fps: float | None = None, live: bool = False,
                  count: int | None = None, name: str = "frames") -> None:
-        super().__init__(name)
-        self.live = live
+        super().__init__(name, realtime=bool(live and fps))
+        self.live = live  # live without an fps: frames arrive as the iterable yields them
         self.fps = fps
         self.frame_count = count if count is not None else (len(frames) if hasattr(frames, "__len__") else None)
         self._it = iter(frames)
-        self._start: float | None = None
 
     def _next(self) -> tuple[np.ndarray, Any] | None:
         try:
@@ -475,22 +514,12 @@ class IterableSource(Source):
             return None
         decode_s = time.perf_counter() - t0
         media_time = self._pos / self.fps if self.fps else None
-        if self.live and self.fps:
-            if self._start is None:
-                self._start = time.perf_counter()
-            # Rendered early, delivered on the clock: as a camera hands over a finished frame.
-            due = self._start + self._pos / self.fps
-            wait = due - time.perf_counter()
-            if wait > 0 and stop.wait(wait):
-                return None
         image, gt = item
         return self._frame(image, decode_s, media_time, gt)
 
     def _skip(self, stop: threading.Event) -> bool:
         if self._next() is None:
             return False
-        if self._start is None:
-            self._start = time.perf_counter()
         self._pos += 1
         return True
 
@@ -499,19 +528,22 @@ DEMO_FPS = 30.0
 
 
 class DemoSource(IterableSource):
-    """The seeded synthetic demo video ("demo" split), rendered in memory, played live at 30 fps.
+    """The seeded synthetic demo video ("demo" split), rendered in memory at ``fps`` (30).
 
-    Frames carry their ground truth (masks uint8 (K, H, W), labels int64 (K,)).
+    Like a video file, every frame is processed as fast as the model goes; ``realtime=True`` plays
+    it live instead, a camera's pacing: a model slower than ``fps`` then loses frames.
+    Frames carry their ground truth (masks uint8 (K, H, W), labels int64 (K,), track ids int64
+    (K,): each object's identity, what ``eval-track`` scores tracks against).
     """
 
     kind = "demo"
 
-    def __init__(self, n_frames: int | None = None, fps: float = DEMO_FPS) -> None:
+    def __init__(self, n_frames: int | None = None, fps: float = DEMO_FPS, realtime: bool = False) -> None:
         n = _synthetic.SPLITS["demo"].count if n_frames is None else int(n_frames)
         self.config = _synthetic.SyntheticConfig()
-        frames = ((img, (masks, labels)) for img, masks, labels in
-                  _synthetic.render_video_frames(_synthetic.SPLITS["demo"].seed, n, self.config))
-        super().__init__(frames, fps=fps, live=True, count=n, name="demo")
+        frames = ((img, (masks, labels, tracks)) for img, masks, labels, tracks in
+                  _synthetic.render_video_tracks(_synthetic.SPLITS["demo"].seed, n, self.config))
+        super().__init__(frames, fps=fps, live=realtime, count=n, name="demo")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -526,17 +558,19 @@ def _images_in(paths: Iterable[Path]) -> list[Path]:
 
 
 def make_source(spec: str, *, reconnect_timeout: float = 30.0, open_timeout: float = 10.0,
-                camera_timeout: float = 5.0, demo_frames: int | None = None) -> Source:
+                camera_timeout: float = 5.0, demo_frames: int | None = None, realtime: bool = False) -> Source:
     """The (unopened) source for one ``--video`` value; raises ``BadInputError`` for bad values.
 
     ``camN`` / ``N`` / ``/dev/videoN``: camera; ``scheme://...``: network stream; ``demo``: the
     synthetic demo; a folder or a glob: its images; a file: a video or a single image.
+    ``realtime``: play the demo, video files and images live at their frame rate (cameras and
+    streams are live anyway).
     """
     spec = str(spec).strip()
     if not spec:
         raise BadInputError("--video is empty: give camN, a video file, a URL, an image folder or glob, or demo")
     if spec.lower() == "demo":
-        return DemoSource(n_frames=demo_frames)
+        return DemoSource(n_frames=demo_frames, realtime=realtime)
     cam = _CAM_RE.fullmatch(spec)
     if cam and not Path(spec).is_file():
         return CameraSource(int(cam.group("index") or cam.group("dev")), open_timeout=camera_timeout)
@@ -545,7 +579,7 @@ def make_source(spec: str, *, reconnect_timeout: float = 30.0, open_timeout: flo
         scheme = url.group("scheme").lower()
         if scheme == "file":
             return make_source(spec[len("file://"):], reconnect_timeout=reconnect_timeout,
-                               open_timeout=open_timeout, camera_timeout=camera_timeout)
+                               open_timeout=open_timeout, camera_timeout=camera_timeout, realtime=realtime)
         if scheme not in URL_SCHEMES:
             raise BadInputError(f"unsupported stream address {redact(spec)}: expected one of "
                                 f"{', '.join(s + '://' for s in URL_SCHEMES)}")
@@ -555,20 +589,20 @@ def make_source(spec: str, *, reconnect_timeout: float = 30.0, open_timeout: flo
         files = _images_in(path.iterdir())
         if not files:
             raise BadInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-        return ImageFolderSource(files, name=str(path))
+        return ImageFolderSource(files, name=str(path), realtime=realtime)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in VIDEO_SUFFIXES:
-            return VideoFileSource(path)
+            return VideoFileSource(path, realtime=realtime)
         if suffix in IMAGE_SUFFIXES:
-            return ImageFolderSource([path], name=str(path))
+            return ImageFolderSource([path], name=str(path), realtime=realtime)
         raise BadInputError(f"unsupported file type {suffix or '(none)'!r} for {path}: expected a video "
                             f"({', '.join(VIDEO_SUFFIXES)}) or an image ({', '.join(IMAGE_SUFFIXES)})")
     if any(c in spec for c in "*?["):
         files = _images_in(Path(p) for p in globlib.glob(os.path.expanduser(spec), recursive=True))
         if not files:
             raise BadInputError(f"no images match {spec!r}")
-        return ImageFolderSource(files, name=spec)
+        return ImageFolderSource(files, name=spec, realtime=realtime)
     raise BadInputError(f"video source not found: {spec} (expected camN, a video file, an rtsp/http URL, "
                         f"an image folder or glob, or demo)")
 

@@ -1,12 +1,16 @@
-"""Lightning callbacks: curves as PNG, the inference model file, atomic checkpoint writes."""
+"""Lightning callbacks: curves as PNG, the progress bar, the inference model file, atomic checkpoint writes."""
 from __future__ import annotations
 
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
 from .._atomic import atomic_path, write_json
 
@@ -20,6 +24,47 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, on stderr (stdout keeps the command's own lines), with the epoch counted
+    from 1 out of the epochs this run will really take: a run bounded by steps stops before its
+    ``max_epochs`` (Lightning itself shows the 0-based epoch, "Epoch 0/0" for a one-epoch run)."""
+
+    # Lightning's own settings for these two bars, but for the stream (it hard-codes sys.stdout).
+    def init_train_tqdm(self) -> Tqdm:
+        return Tqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
+                    leave=True, dynamic_ncols=True, file=sys.stderr, smoothing=0, bar_format=self.BAR_FORMAT)
+
+    def init_validation_tqdm(self) -> Tqdm:
+        has_main_bar = self.trainer.state.fn != "validate"
+        return Tqdm(desc=self.validation_description, position=2 * self.process_position + has_main_bar,
+                    disable=self.is_disabled, leave=not has_main_bar, dynamic_ncols=True, file=sys.stderr,
+                    bar_format=self.BAR_FORMAT)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        # Lightning's hook without its 0-based description (drawn first, it would flicker); the
+        # bar is made once per run (leave=False, Lightning's default for this callback).
+        bar = self.train_progress_bar
+        bar.set_description(epoch_description(trainer), refresh=False)
+        bar.reset(total=convert_inf(self.total_train_batches))
+        bar.initial = 0
+
+
+def planned_epochs(trainer: pl.Trainer) -> int | None:
+    """The epochs this run will take (None: bounded by wall time only, or the count is unknown)."""
+    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    batches = trainer.num_training_batches
+    if trainer.max_steps and trainer.max_steps > 0 and isinstance(batches, int) and batches > 0:
+        by_steps = math.ceil(trainer.max_steps / math.ceil(batches / trainer.accumulate_grad_batches))
+        epochs = min(epochs, by_steps) if epochs else by_steps
+    return epochs
+
+
+def epoch_description(trainer: pl.Trainer) -> str:
+    """"Epoch 2/5": 1-based, out of :func:`planned_epochs` ("Epoch 2" without a known end)."""
+    total = planned_epochs(trainer)
+    return f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else "")
 
 
 class WallClockSnapshots(pl.Callback):
@@ -71,6 +116,11 @@ class CurvesCallback(pl.Callback):
     def _elapsed(self) -> float:
         return self._offset + time.time() - self._t0
 
+    @property
+    def wall_s(self) -> float:
+        """Training wall time so far, the runs before a resume included."""
+        return self._elapsed()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         m = trainer.callback_metrics
         for key in ("loss", "loss_cate", "loss_mask"):
@@ -110,33 +160,47 @@ class CurvesCallback(pl.Callback):
         plot_history(self.history, self.run_dir / "curves.png")
 
 
-def plot_history(h: dict[str, list], path: str | Path) -> None:
-    """Two panels: training losses against steps, validation mask AP / AP50 against wall time."""
+def history_figure(h: dict[str, list]):
+    """Three panels on one x axis, training wall time in minutes (the recipes budget time, and the
+    learning-rate schedule follows it): training losses, the learning rate, validation mask AP / AP50."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, lr, b) = plt.subplots(3, 1, figsize=(8, 9), sharex=True, height_ratios=(3, 1.5, 3))
+    minutes = [s / 60 for s in h.get("wall_s", [])]
     for key in ("loss", "loss_cate", "loss_mask"):
-        if h.get(key):
-            a.plot(h["step"], h[key], label=key)
-    a.set_xlabel("step")
+        if h.get(key) and len(h[key]) == len(minutes):
+            a.plot(minutes, h[key], label=key)
     a.set_ylabel("training loss")
-    a.set_yscale("log")
     if h.get("loss"):
+        a.set_yscale("log")
         a.legend()
     a.grid(alpha=0.3)
+    if h.get("lr") and len(h["lr"]) == len(minutes):
+        lr.plot(minutes, h["lr"], color="tab:purple")
+    lr.set_ylabel("learning rate")
+    lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    lr.grid(alpha=0.3)
     if h.get("val_AP"):
-        minutes = [s / 60 for s in h["val_wall_s"]]
-        b.plot(minutes, h["val_AP"], "o-", label="mask AP")
-        b.plot(minutes, h["val_AP50"], "s-", label="mask AP50")
+        val_minutes = [s / 60 for s in h["val_wall_s"]]
+        b.plot(val_minutes, h["val_AP"], "o-", label="mask AP")
+        b.plot(val_minutes, h["val_AP50"], "s-", label="mask AP50")
         b.legend()
     b.set_xlabel("training wall time (min)")
     b.set_ylabel("COCO mask AP (points)")
     b.set_ylim(0, 100)
     b.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_history(h: dict[str, list], path: str | Path) -> None:
+    """Writes :func:`history_figure` to ``path`` (PNG, atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = history_figure(h)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)

@@ -82,13 +82,6 @@ class SOLOModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._elapsed_offset = float(checkpoint.get("solo_deploy_train_seconds", 0.0))
 
-    def transfer_batch_to_device(
-        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
-    ) -> dict[str, Any]:
-        # Only tensors move; per-image metadata (frozen Letterbox records) stays on the host.
-        return {**batch, "images": batch["images"].to(device), "masks": [m.to(device) for m in batch["masks"]],
-                "labels": [t.to(device) for t in batch["labels"]]}
-
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) RGB -> float32 normalised (N, 3, H, W)."""
         return (images.float() - self.mean) * self.inv_std
@@ -266,6 +259,15 @@ class SOLODataModule(pl.LightningDataModule):
         self.train_set = _Mapped(train, TrainTransform(self.spec) if self.augment else EvalTransform(self.spec),
                                  self.seed)
         self.val_set = _Mapped(val, EvalTransform(self.spec), self.seed)
+
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
+        # Only tensors move; per-image metadata (frozen Letterbox records) stays on the host. Here,
+        # not in the LightningModule: the batches are this module's, and Lightning warns on every
+        # run when a LightningModule overrides the hook while a data module is passed.
+        return {**batch, "images": batch["images"].to(device), "masks": [m.to(device) for m in batch["masks"]],
+                "labels": [t.to(device) for t in batch["labels"]]}
 
     def train_dataloader(self):
         from torch.utils.data import DataLoader

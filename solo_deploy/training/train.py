@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._atomic import write_json
 from ..errors import BadInputError
 
 log = logging.getLogger("solo_deploy.train")
@@ -53,7 +57,7 @@ class TrainRequest:
     backbone_weights: str | None = None
     devices: str = "auto"
     accelerator: str = "auto"
-    progress: bool = True
+    progress: bool | None = None  # the epoch bar: None shows it when stderr is a terminal
     strategy: str = "auto"  # Lightning's: ddp, ddp_spawn, fsdp, ... ("auto": one process per device)
     num_nodes: int = 1
     max_time: str | None = None  # "[DD:]HH:MM:SS" budget on any run (the schedule follows it), or "off"
@@ -97,7 +101,7 @@ def train(req: TrainRequest) -> Path:
     from ..model.modelfile import ModelMeta, read_model, save_model_file
     from ..model.network import SOLONet
     from ..preprocess import PreprocessSpec
-    from .callbacks import AtomicCheckpointIO, CurvesCallback, WallClockSnapshots
+    from .callbacks import AtomicCheckpointIO, CurvesCallback, EpochProgressBar, WallClockSnapshots
     from .module import OptimConfig, SOLODataModule, SOLOModule, optim_to_dict
 
     _quiet_lightning()
@@ -138,6 +142,7 @@ def train(req: TrainRequest) -> Path:
         )
     post = PostprocessConfig(**post_over)
     meta = ModelMeta(model=model_cfg, preprocess=spec, class_names=tuple(dm.class_names),
+                     category_ids=tuple(int(c) for c in dm.cat_ids),  # the data set's ids, as JSON outputs write
                      preset=loaded[1].preset if loaded is not None else req.preset,
                      postprocess=post, extra={"data": req.data, "data_sides": dm.data_description,
                                               "recipe": dict(recipe)})
@@ -162,6 +167,7 @@ def train(req: TrainRequest) -> Path:
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/AP", mode="max",
                            save_last=True, save_top_k=1, auto_insert_metric_name=False,
                            enable_version_counter=False)
+    show_bar = req.progress if req.progress is not None else sys.stderr.isatty()
     trainer = pl.Trainer(
         default_root_dir=run,
         max_epochs=epochs,
@@ -173,16 +179,19 @@ def train(req: TrainRequest) -> Path:
         num_nodes=req.num_nodes,
         precision=recipe.get("precision", _default_precision()),
         gradient_clip_val=float(recipe.get("grad_clip", 35.0)),
-        callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", []))],
+        callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", [])),
+                   *([EpochProgressBar()] if show_bar else [])],
         logger=[CSVLogger(run, name="logs", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
-        enable_progress_bar=req.progress,
+        enable_progress_bar=show_bar,
         num_sanity_val_steps=0,
         **_val_schedule(recipe, total, steps_per_epoch),
         enable_model_summary=False,
     )
+    t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=req.resume)
+    fit_s = time.perf_counter() - t_fit
     best = ckpt.best_model_path or ckpt.last_model_path
     if best and Path(best).exists() and trainer.is_global_zero:
         try:
@@ -196,7 +205,58 @@ def train(req: TrainRequest) -> Path:
         dtype = str(recipe.get("model_file_dtype", "float32"))
         save_model_file(run / "model.safetensors", state, best_meta, dtype=dtype)
         log.info("wrote %s from %s", run / "model.safetensors", best)
+    if trainer.is_global_zero:
+        per_epoch = trainer.num_training_batches
+        per_epoch = math.ceil(per_epoch / trainer.accumulate_grad_batches) if isinstance(per_epoch, int) else 0
+        epochs = trainer.global_step / per_epoch if per_epoch else float(trainer.current_epoch)
+        _write_summary(run, curves.history, steps=int(trainer.global_step), epochs=round(epochs, 2),
+                       wall_s=fit_s, total_wall_s=curves.wall_s, best=best)
     return run
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def _write_summary(run: Path, history: dict[str, list], *, steps: int, epochs: float, wall_s: float,
+                   total_wall_s: float, best: str) -> None:
+    """``summary.json`` in the run folder: what :func:`summary_lines` prints at the end of `train`."""
+    aps = history.get("val_AP") or []
+    i = max(range(len(aps)), key=aps.__getitem__) if aps else None
+    model = run / "model.safetensors"
+    write_json(run / SUMMARY_FILE, {
+        "best_AP": aps[i] if i is not None else None,
+        "best_AP50": history["val_AP50"][i] if i is not None else None,
+        "best_step": history["val_step"][i] if i is not None else None,
+        "validations": len(aps), "steps": steps, "epochs": epochs,
+        "wall_s": round(wall_s, 1), "total_wall_s": round(total_wall_s, 1),
+        "checkpoint": best or None, "model": str(model) if model.is_file() else None,
+    })
+
+
+def summary_lines(run: str | Path) -> list[str]:
+    """The end-of-training summary from the run's ``summary.json``: best AP and its step, wall time, model file."""
+    s = json.loads((Path(run) / SUMMARY_FILE).read_text())
+    if s["best_AP"] is not None:
+        best = f"best mask AP {s['best_AP']:.1f} (AP50 {s['best_AP50']:.1f}) at step {s['best_step']}"
+    else:
+        best = "no validation ran: no AP"
+    wall = format_seconds(s["wall_s"])
+    if s["total_wall_s"] > s["wall_s"] + 1:  # resumed: earlier runs' training time too
+        wall += f" ({format_seconds(s['total_wall_s'])} with the runs before the resume)"
+    epochs = f"{s['epochs']:g} epoch" + ("" if s["epochs"] == 1 else "s")
+    return [f"trained {s['steps']} steps ({epochs}) in {wall}; {best}",
+            f"model file: {s['model'] or 'none written (no checkpoint)'}"]
+
+
+def format_seconds(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '1 h 57 min'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def parse_duration(text: str) -> int:
@@ -266,9 +326,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    # The module moves its own batches (tensors only) on purpose; Lightning warns whenever a data
-    # module is also given, which every run does.
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
 
 
 def _default_precision() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
@@ -25,30 +24,6 @@ def test_class_filter_reads_names_and_category_ids():
         with pytest.raises(BadInputError, match=r"this model has no class .* \(its classes: circle, rectangle, "
                                                 r"triangle, ring; or category ids 1..4\)"):
             class_filter([bad], NAMES)
-
-
-@pytest.fixture
-def lively_model(tmp_path):
-    """A tiny SOLOv2 whose random head finds instances of several classes (tests/export's helper)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
-    from export_helpers import save_tiny
-
-    return save_tiny(tmp_path / "lively.safetensors", "solov2-light-r18")
-
-
-@pytest.fixture
-def photos(tmp_path):
-    from solo_deploy.data.synthetic import SyntheticDataset
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    ds = SyntheticDataset("val", count=3)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"p{i}.jpg"), ds[i].image_bgr)
-    return folder
 
 
 def test_predict_keeps_only_the_named_classes(lively_model, photos, tmp_path):
@@ -75,7 +50,7 @@ def test_run_keeps_only_the_named_classes(lively_model, tmp_path):
                        "--save-json", tmp_path / f"{name}.jsonl", "--no-progress")
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
-        found[name] = [ins["class"] for line in lines for ins in line["instances"]]
+        found[name] = [ins["category_name"] for line in lines for ins in line["instances"]]
     assert set(found["all"]) - {"rectangle", "ring"}  # unfiltered, other classes appear
     # (The demo is paced like a camera, so the two runs need not process the same frames.)
     assert found["some"] and set(found["some"]) <= {"rectangle", "ring"}
@@ -107,4 +82,4 @@ def test_frame_results_show_what_conf_keeps_and_score_everything():
     result = FrameResult(Frame(image=np.zeros((8, 8, 3), np.uint8), index=0, t_capture=0.0, wall_time=0.0), inst,
                          "x", conf=0.25)
     assert len(result.instances) == 3 and result.shown.scores.tolist() == pytest.approx([0.9, 0.3])
-    assert [i["class"] for i in JsonlSink.record(result)["instances"]] == ["circle", "rectangle"]
+    assert [i["category_name"] for i in JsonlSink.record(result)["instances"]] == ["circle", "rectangle"]

@@ -10,12 +10,6 @@ from solo_deploy.export import cache as cache_mod
 from solo_deploy.runtime.runners import OnnxRunner, onnx_meta
 
 
-@pytest.fixture()
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOLO_DEPLOY_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def test_export_once_then_reuse_then_repair(tmp_path, cache_dir, monkeypatch):
     model = save_tiny(tmp_path / "m.safetensors", "solov2-light-r18", lively=False)
     path = cache_mod.cached_onnx(model)

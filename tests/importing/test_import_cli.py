@@ -135,6 +135,8 @@ def test_legacy_checkpoints_import_through_the_cli(tmp_path: Path, fmt: str) -> 
     assert proc.returncode == 0, proc.stderr
     assert f"({fmt} checkpoint" in proc.stdout and "COCO's 80 classes" in proc.stdout
     weights, meta = read_model(out)
+    # COCO's classes keep COCO's category ids (1..90 with gaps: "cup" is 47), what JSON outputs write.
+    assert meta.cat_ids[meta.class_names.index("cup")] == 47 and meta.cat_ids[-1] == 90 and len(meta.cat_ids) == 80
     if fmt == "adelaidet":
         assert meta.model.stride_in_1x1 and meta.preprocess.std == (1.0, 1.0, 1.0)
         assert meta.preprocess.mean == (123.675, 116.28, 103.53)  # detectron2's BGR mean, in RGB order

@@ -72,5 +72,13 @@ def test_schema_version_is_the_lowest_that_describes_the_file() -> None:
     assert d["schema_version"] == 3 and ModelMeta.from_dict(d) == dsolo
     e2e = replace(dsolo, end2end=End2EndSpec())  # an end-to-end graph's metadata (solo-deploy 0.5.0)
     assert e2e.to_dict()["schema_version"] == 4 and ModelMeta.from_dict(e2e.to_dict()) == e2e
-    with pytest.raises(BadInputError, match="schema version 5; this solo-deploy reads up to 4: upgrade solo-deploy"):
-        ModelMeta.from_dict({**d, "schema_version": 5}, source="m.safetensors")
+    # COCO's ids (1..90 with gaps) need schema 5 (0.6.0); 1..C is the default and stays at the lower schema.
+    coco = replace(dsolo, category_ids=(1, 3))
+    assert coco.to_dict()["schema_version"] == 5 and coco.to_dict()["category_ids"] == [1, 3]
+    assert ModelMeta.from_dict(coco.to_dict()).cat_ids == (1, 3)
+    assert replace(dsolo, category_ids=(1, 2)).to_dict()["schema_version"] == 3 and dsolo.cat_ids == (1, 2)
+    for bad in ((1,), (2, 2), (1, -1), (1, True)):
+        with pytest.raises(BadInputError, match="category_ids must be 2 distinct non-negative integers"):
+            replace(dsolo, category_ids=bad)
+    with pytest.raises(BadInputError, match="schema version 6; this solo-deploy reads up to 5: upgrade solo-deploy"):
+        ModelMeta.from_dict({**d, "schema_version": 6}, source="m.safetensors")

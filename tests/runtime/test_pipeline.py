@@ -73,7 +73,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _decode(inst: dict) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
-    return mask_utils.decode(inst["mask"]).astype(bool)
+    return mask_utils.decode(inst["segmentation"]).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,11 +133,12 @@ def test_onnxruntime_and_torch_agree_on_demo_video(tmp_path, model_file, onnx_fi
     total, ious = 0, []
     for a, b in zip(records["torch"], records["ort"]):
         assert len(a["instances"]) == len(b["instances"])
-        assert sorted(i["class"] for i in a["instances"]) == sorted(i["class"] for i in b["instances"])
+        assert sorted(i["category_name"] for i in a["instances"]) == sorted(i["category_name"] for i in b["instances"])
         for ia in a["instances"]:
             ma = _decode(ia)
+            same = [ib for ib in b["instances"] if ib["category_id"] == ia["category_id"]]
             best = max((float((ma & _decode(ib)).sum() / max(1, (ma | _decode(ib)).sum())), ib)
-                       for ib in b["instances"] if ib["class"] == ia["class"]) if b["instances"] else (0.0, None)
+                       for ib in same) if b["instances"] else (0.0, None)
             ious.append(best[0])
             assert abs(ia["score"] - best[1]["score"]) < 1e-3
         total += len(a["instances"])

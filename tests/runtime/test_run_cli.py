@@ -85,11 +85,12 @@ def _wait_for_lines(folder: Path, proc: subprocess.Popen, timeout: float) -> Non
 
 def test_demo_with_default_model_then_sigint(tmp_path, tiny_model_file) -> None:
     """No --model, no --backend: the default model is exported to the ONNX cache and runs on
-    the live demo; Ctrl-C then stops it with finalised outputs and exit 0."""
+    the demo played live; Ctrl-C then stops it with finalised outputs and exit 0."""
     out, js, summary = tmp_path / "out.mp4", tmp_path / "out.jsonl", tmp_path / "summary.json"
     env = _env(SOLO_DEPLOY_DEFAULT_MODEL=str(tiny_model_file), SOLO_DEPLOY_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "run", "--video", "demo", "-o", str(out), "--save-json",
-                             str(js), "--summary-json", str(summary)], env=env, stdout=subprocess.PIPE,
+    # --realtime: the demo plays as a live camera (10 s), still running when the signal comes.
+    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "run", "--video", "demo", "--realtime", "-o", str(out),
+                             "--save-json", str(js), "--summary-json", str(summary)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_lines(tmp_path, proc, timeout=90)
@@ -123,9 +124,9 @@ def test_signal_at_any_point_leaves_nothing_or_complete_outputs(tmp_path, tiny_m
     out, js = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     # The console script's own entry (its start-up window is what a signal at 0.3 s hits).
     entry = "from solo_deploy.cli import main; main()"
-    proc = subprocess.Popen([sys.executable, "-c", entry, "run", "--video", "demo", "--model", str(tiny_model_file),
-                             "--backend", "torch", "-o", str(out), "--save-json", str(js)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", entry, "run", "--video", "demo", "--realtime", "--model",
+                             str(tiny_model_file), "--backend", "torch", "-o", str(out), "--save-json", str(js)],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if delay == "first-frames":
             _wait_for_lines(tmp_path, proc, timeout=90)

@@ -19,6 +19,7 @@ from solo_deploy.runtime.sinks import (
     ProgressSink,
     ShowSink,
     VideoSink,
+    h264_unavailable,
     stream_path,
 )
 from solo_deploy.runtime.sources import Frame
@@ -59,7 +60,8 @@ def test_video_sink_is_atomic_and_readable(tmp_path, suffix: str) -> None:
         and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == W
         and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
     )
-    assert sink.summary() == {"video": str(path), "frames": 7}
+    codec = {".avi": "MJPG", ".mp4": "mp4v" if h264_unavailable() else "h264"}[suffix]
+    assert sink.summary() == {"video": str(path), "frames": 7, "codec": codec}
 
 
 def test_video_sink_discard_and_empty(tmp_path, caplog) -> None:
@@ -95,19 +97,22 @@ def test_jsonl_sink_schema_and_atomicity(tmp_path) -> None:
     assert len(lines) == 5 and not _hidden(tmp_path)
     for line, r in zip(lines, results):
         rec = json.loads(line)
-        assert rec["schema_version"] == 1 and rec["frame"] == r.frame.index and rec["stream"] == 0
+        assert rec["schema_version"] == 2 and rec["frame"] == r.frame.index and rec["stream"] == 0
         assert rec["timestamp"] == pytest.approx(r.frame.index / 30, abs=1e-6) and (rec["height"], rec["width"]) == (
             H,
             W,
         )
         assert len(rec["instances"]) == len(r.instances)
         for j, ins in enumerate(rec["instances"]):
-            assert ins["class"] == NAMES[r.instances.labels[j]] and ins["class_id"] == r.instances.labels[j]
+            # COCO's conventions: category ids 1..C (this model's), [x, y, w, h] boxes, the name beside the id.
+            assert ins["category_name"] == NAMES[r.instances.labels[j]]
+            assert ins["category_id"] == r.instances.labels[j] + 1
             assert ins["score"] == pytest.approx(float(r.instances.scores[j]), abs=1e-5)
-            m = mask_utils.decode(ins["mask"]).astype(bool)
+            m = mask_utils.decode(ins["segmentation"]).astype(bool)
+            assert ins["area"] == m.sum()
             np.testing.assert_array_equal(m, r.instances.masks[j])
             ys, xs = np.nonzero(m)
-            assert ins["box"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+            assert ins["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
     sink2 = JsonlSink(tmp_path / "gone.jsonl")
     sink2.write(results[1])
     sink2.discard()
@@ -209,5 +214,6 @@ def test_json_lines_and_coco_results_share_one_encoding() -> None:
     masks[1, 5:12, 10:16] = True
     inst = Instances.from_masks(masks, np.array([0, 1]), np.array([0.9, 0.5], np.float32), ("a", "b"))
     lines, coco = instances_to_json(inst), inst.to_coco(image_id=3)
-    assert all(a["mask"] is b["segmentation"] for a, b in zip(lines, coco))
+    assert all(a["segmentation"] is b["segmentation"] for a, b in zip(lines, coco))
+    assert [{**a, "image_id": 3} for a in lines] == coco  # one record convention: COCO results plus the name
     np.testing.assert_array_equal(mask_utils.decode([c["segmentation"] for c in coco]).transpose(2, 0, 1), masks)

@@ -200,7 +200,7 @@ def test_demo_frames_carry_ground_truth() -> None:
     from solo_deploy.data.synthetic import SPLITS, render_video_frames
 
     src = DemoSource(n_frames=3, fps=1000.0).open()
-    assert src.live and src.frame_count == 3
+    assert not src.live and src.frame_count == 3  # every frame, like a file (--realtime: live)
     got = _all(src)
     ref = list(render_video_frames(SPLITS["demo"].seed, 3))
     assert len(got) == 3
