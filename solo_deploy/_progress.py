@@ -7,6 +7,7 @@ pipe, stderr keeps the one-line promise (errors, nothing else) and a CI log gets
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -17,13 +18,19 @@ from tqdm import tqdm
 __all__ = ["elapsed_bar", "progress_bar"]
 
 
+def _disable() -> bool | None:
+    """tqdm's ``disable``: True when ``TQDM_DISABLE`` is set (tqdm reads it only for arguments left
+    out, and ours are given), else None: off unless stderr is a terminal."""
+    return True if os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false") else None
+
+
 def progress_bar(total: int | None, desc: str, unit: str = "img", *, leave: bool = False) -> tqdm:
     """A tqdm bar on stderr that is shown only on a terminal; advance it with ``.update(n)``, end with ``.close()``.
 
     ``leave=False`` by default: the bar clears itself when done, so the command's own summary
     (printed next) is not pushed up by a finished bar.
     """
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=leave, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=_disable(), leave=leave, dynamic_ncols=True)
 
 
 @contextlib.contextmanager
@@ -34,7 +41,7 @@ def elapsed_bar(expected_s: float, desc: str, *, tick_s: float = 0.5) -> Iterato
     block finishes without an error. Shown only on a terminal, like :func:`progress_bar`.
     """
     total = max(1, round(expected_s))
-    bar = tqdm(total=total, desc=desc, unit="s", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
+    bar = tqdm(total=total, desc=desc, unit="s", file=sys.stderr, disable=_disable(), leave=False, dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")  # the estimate: the caller's own words
     stop = threading.Event()
 

@@ -35,6 +35,11 @@ class RuntimeFailure(SoloDeployError):
     exit_code = EXIT_FAILURE
 
 
+class ServiceLost(RuntimeFailure):
+    """A remote service (a Triton server) went away for longer than the run waits: what was
+    processed before is sound, so a run finalises its outputs rather than discarding them."""
+
+
 def one_line(exc: BaseException | str, limit: int = 300) -> str:
     """The first line of a library's message (or the exception's type name), at most ``limit`` chars."""
     text = str(exc).strip()

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._paths import check_model_path, check_outputs
 from ..core.instances import encode_masks
-from ..errors import BadInputError
+from ..errors import BadInputError, ServiceLost
 from ..evaluation.coco_eval import evaluate
 from ..runtime.defaults import default_model_path
 from ..runtime.pipeline import Pipeline
@@ -184,7 +184,10 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
         for src in sources:
             src.close()
         raise
-    summary = pipe.run(handle_signals=handle_signals, warmup=True)
+    try:
+        summary = pipe.run(handle_signals=handle_signals, warmup=True)
+    except ServiceLost as exc:
+        raise ServiceLost(f"{exc} (outputs finalised)") from None
     summary["model"] = str(model_path if backend != "triton" else model)
     return summary
 

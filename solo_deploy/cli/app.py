@@ -31,6 +31,9 @@ ClassesOpt = typer.Option(None, "--classes", help="Keep only these classes: name
                           "outputs), comma-separated or repeated.", show_default=False)
 LogLevelOpt = typer.Option("warning", "--log-level", help="debug, info, warning or error.")
 BackendOpt = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or triton.")
+TritonUrlOpt = typer.Option("localhost:8001", "--triton-url", help="Triton address (--backend triton; MODEL is then "
+                            "the model's name): host:port or grpc:// for gRPC, http:// for HTTP; https://, grpcs:// "
+                            "over TLS.")
 
 
 def _as_usage_error(fn):

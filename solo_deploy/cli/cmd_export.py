@@ -47,6 +47,11 @@ def export_cmd(
     version_compatible: bool = typer.Option(False, "--version-compatible", help="TensorRT engine that also loads "
                                             "on later TensorRT versions (same major, or 10 -> 11); it embeds "
                                             "TensorRT's lean runtime and may run slower. Recorded in the sidecar."),
+    raw: bool = typer.Option(False, "--raw", help="Triton: serve the raw network outputs (for clients that "
+                             "post-process themselves) instead of the end-to-end graph, SOLOv2's default."),
+    triton_backend: Optional[str] = typer.Option(None, "--triton-backend", help="Triton: onnxruntime (default for "
+                                                 "ONNX), tensorrt (an .engine) or python (ONNX Runtime inside "
+                                                 "Triton's Python backend, for CPU serving).", show_default=False),
     device: Optional[str] = typer.Option(None, "--device", help="GPU that builds a TensorRT engine: cuda, cuda:N "
                                          "or N (default cuda:0; ONNX export and its parity check run on the CPU).",
                                          callback=DeviceOpt.callback, show_default=False),
@@ -61,5 +66,5 @@ def export_cmd(
                                timing_cache=timing_cache, calibration_cache=calibration_cache, max_batch=max_batch,
                                name=name, tolerance=tolerance, parity=not no_parity, device=device,
                                end2end=end2end, mask_format=mask_format, max_candidates=max_candidates,
-                               version_compatible=version_compatible),
+                               version_compatible=version_compatible, raw=raw, triton_backend=triton_backend),
                  say=typer.echo)

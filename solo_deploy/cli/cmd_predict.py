@@ -16,7 +16,18 @@ from .._paths import (
     numbered_folder,
 )
 from .._version import __version__
-from .app import BackendOpt, ClassesOpt, ConfOpt, DeviceOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
+from .app import (
+    BackendOpt,
+    ClassesOpt,
+    ConfOpt,
+    DeviceOpt,
+    ImgszOpt,
+    LogLevelOpt,
+    TritonUrlOpt,
+    app,
+    imgsz_tuple,
+    setup_logging,
+)
 
 # Ultralytics' layout: each call without -o gets runs/predict, runs/predict2, ...
 DEFAULT_OUTPUT = Path("runs/predict")
@@ -36,6 +47,7 @@ def predict(
     batch: int = typer.Option(1, "--batch", min=1, help="Images per network call."),
     backend: str = BackendOpt,
     device: str = DeviceOpt,
+    triton_url: str = TritonUrlOpt,
     log_level: str = LogLevelOpt,
 ) -> None:
     """Segment images; write overlay images and a COCO results JSON (schema:
@@ -71,7 +83,8 @@ def predict(
                   [*((("--source image"), f) for f in files), ("model", model)])
     if numbered_from is None:  # after the checks above: an input in the folder is the sharper message
         check_reused_folder("-o", output, exist_ok)
-    pred = load(model, backend=backend, device=device, conf=conf, imgsz=size)
+    pred = load(model, backend=backend, device=device, conf=conf, imgsz=size,
+                **({"url": triton_url} if backend == "triton" else {}))
     pred.classes = class_filter(classes, pred.class_names, pred.meta.category_ids)
     created = not output.exists()
     output = claim_folder(output, numbered_from)

@@ -6,7 +6,17 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from .app import ClassesOpt, ConfOpt, DeviceOpt, ImgszOpt, LogLevelOpt, app, imgsz_tuple, setup_logging
+from .app import (
+    ClassesOpt,
+    ConfOpt,
+    DeviceOpt,
+    ImgszOpt,
+    LogLevelOpt,
+    TritonUrlOpt,
+    app,
+    imgsz_tuple,
+    setup_logging,
+)
 
 
 @app.command("run")
@@ -34,7 +44,7 @@ def run_cmd(
                                             "may take to come back before the run gives up on it."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the backend.",
                                           show_default=False),
-    triton_url: str = typer.Option("localhost:8001", "--triton-url", help="Triton gRPC address (--backend triton)."),
+    triton_url: str = TritonUrlOpt,
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the run summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar for files (on a terminal)."),
     realtime: bool = typer.Option(False, "--realtime", help="Play video files, image folders and the demo like a "
@@ -62,7 +72,7 @@ def run_cmd(
     quiet_opencv(verbose=log_level.lower() == "debug")
     if backend == "triton" and not model:
         raise BadInputError("--backend triton needs --model NAME (the model's name on the Triton server)")
-    kwargs = {"url": triton_url} if backend == "triton" else {}
+    kwargs = {"url": triton_url, "retry_s": reconnect_timeout} if backend == "triton" else {}
     summary = run(video, model, backend=backend, device=device, output=output, save_json=save_json, show=show,
                   conf=conf, classes=classes, imgsz=imgsz_tuple(imgsz), max_frames=max_frames, vid_stride=vid_stride,
                   reconnect_timeout=reconnect_timeout, threads=threads, progress=progress, realtime=realtime,

@@ -94,10 +94,14 @@ def cached_onnx(model_path: str | os.PathLike[str], imgsz: tuple[int, int] | Non
     factor = _machine_factor()
     where = "on this machine" if factor else f"for its {params / 1e6:.{0 if params >= 1e7 else 1}f} M parameters"
     expected = predicted * (factor or 1.0)
-    # One line even when stderr is not a terminal: the first predict/run waits on this, and a
-    # silent pause reads as a hang. The bar is drawn on a terminal only.
-    print(f"building the ONNX cache for {model_path.name} (once per model; about {_duration(expected)} {where}) ...",
-          file=sys.stderr, flush=True)
+    # On a terminal, one line (and a bar): the first predict/run waits on this, and a silent pause
+    # reads as a hang. On a pipe, stderr stays for errors (the one-line promise holds even when a
+    # command fails after the build): the line goes to the log (--log-level info).
+    line = f"building the ONNX cache for {model_path.name} (once per model; about {_duration(expected)} {where}) ..."
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr, flush=True)
+    else:
+        log.info("%s", line)
     t0 = time.perf_counter()
     with elapsed_bar(expected, desc="ONNX cache"):
         export_onnx(model_path, target, imgsz=imgsz, batch=1, dynamic=False, half=False, check_parity=True)

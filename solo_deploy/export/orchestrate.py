@@ -43,6 +43,8 @@ class ExportRequest:
     mask_format: str | None = None  # end-to-end masks: uint8 (default) or prob
     max_candidates: int | None = None  # end-to-end K0 (default END2END_CANDIDATES)
     version_compatible: bool = False  # engine: TensorRT's VERSION_COMPATIBLE flag (loads on later TensorRT)
+    raw: bool = False  # Triton: raw network outputs instead of the end-to-end graph (SOLOv2's default)
+    triton_backend: str | None = None  # Triton: onnxruntime, tensorrt or python (default: by the file)
 
 
 @dataclass
@@ -60,7 +62,7 @@ def export_outputs(fmt: str, output: Path, name: str) -> list[tuple[str, Path]]:
         return [("--output", output), ("engine sidecar", output.with_name(output.name + ".json"))]
     if fmt == "triton":
         folder = output / name
-        return [("Triton model file", folder / "1" / f) for f in ("model.onnx", "model.plan")] + [
+        return [("Triton model file", folder / "1" / f) for f in ("model.onnx", "model.plan", "model.py")] + [
             ("Triton config", folder / "config.pbtxt")]
     return [("--output", output)]
 
@@ -114,6 +116,10 @@ def _check(req: ExportRequest, say: Callable[[str], None]) -> _Plan:
         raise BadInputError("--batch and --max-batch must be at least 1")
     if req.version_compatible and fmt != "engine":
         raise BadInputError("--version-compatible applies to --format engine (TensorRT engines) only")
+    if fmt != "triton" and (req.raw or req.triton_backend is not None):
+        raise BadInputError("--raw and --triton-backend shape a Triton repository: add --format triton")
+    if req.raw and req.end2end:
+        raise BadInputError("--raw and --end2end contradict each other")
     if not req.end2end and (req.mask_format is not None or req.max_candidates is not None):
         raise BadInputError("--mask-format and --max-candidates shape an end-to-end graph: add --end2end")
     model, output = Path(req.model), Path(req.output)
@@ -230,20 +236,59 @@ def _export_engine(plan: _Plan) -> None:
     plan.result.files += [p for _, p in export_outputs("engine", plan.output, plan.model.stem)]
 
 
+def _triton_backend(plan: _Plan) -> str:
+    from .triton import BACKENDS
+
+    engine = plan.suffix in (".engine", ".plan")
+    backend = (plan.req.triton_backend or ("tensorrt" if engine else "onnxruntime")).lower()
+    if backend not in BACKENDS:
+        raise BadInputError(f"unknown --triton-backend {backend!r}: choose {', '.join(BACKENDS)}")
+    if engine and backend != "tensorrt":
+        raise BadInputError(f"{plan.model.name} is a TensorRT engine: --triton-backend tensorrt")
+    if backend == "tensorrt" and not engine:
+        raise BadInputError("--triton-backend tensorrt serves a built engine: export --format engine first, then "
+                            "--format triton with the .engine")
+    return backend
+
+
 def _export_triton(plan: _Plan) -> None:
+    """The end-to-end graph (SOLOv2, unless --raw: the server returns instances) or the raw one,
+    with a dynamic batch so that Triton batches requests, into a model repository."""
     from .triton import effective_max_batch, model_spec, write_triton_repo
 
-    if plan.req.end2end or _is_end2end_onnx(plan.model):
-        raise BadInputError("end-to-end graphs are for --format onnx and engine; Triton repositories hold "
-                            "raw-output models for now")
+    backend = _triton_backend(plan)
+    req = plan.req
+    is_model_file = plan.suffix in MODEL_SUFFIXES
+    given_e2e = _is_end2end_onnx(plan.model)
+    e2e = False
+    if backend != "tensorrt" and not given_e2e:
+        arch = inspect_model(plan.model).meta.model.arch
+        e2e = not req.raw and arch == "solov2"
+        if req.end2end and arch != "solov2":
+            raise BadInputError(f"--end2end supports SOLOv2 models; this is a {arch} model")
+        if not req.raw and not e2e:
+            plan.tell(f"note: a {arch} model has no end-to-end graph; the repository serves raw outputs")
+    if req.raw and given_e2e:
+        raise BadInputError(f"{plan.model.name} is an end-to-end graph: --raw needs a raw model or ONNX")
+    # A model file is exported with a dynamic batch: Triton's dynamic batcher needs one.
+    step = replace(plan, req=replace(req, dynamic=True)) if is_model_file and not req.dynamic else plan
     with tempfile.TemporaryDirectory(prefix="solo-deploy-triton-") as tmp:
-        source = (plan.model if plan.suffix in (".onnx", ".engine", ".plan")
-                  else plan.to_onnx(Path(tmp) / f"{plan.model.stem}.onnx"))
+        if e2e:
+            source = _end2end_onnx(step, Path(tmp) / f"{plan.model.stem}.e2e.onnx", Path(tmp), temporary=True)
+        elif is_model_file:
+            source = step.to_onnx(Path(tmp) / f"{plan.model.stem}.onnx")
+        else:
+            source = plan.model
         spec = model_spec(source)
-        mbs = effective_max_batch(spec, plan.req.max_batch)
-        folder = write_triton_repo(source, plan.output, plan.name, max_batch_size=plan.req.max_batch, spec=spec)
+        mbs = effective_max_batch(spec, req.max_batch)
+        folder = write_triton_repo(source, plan.output, plan.name, max_batch_size=req.max_batch, spec=spec,
+                                   backend="python" if backend == "python" else None)
     plan.result.files += [folder / "config.pbtxt", folder / "1" / spec.filename]
-    plan.tell(f"wrote Triton model {plan.name!r} in {folder} ({spec.platform}, max_batch_size {mbs}"
+    if backend == "python":
+        plan.result.files.append(folder / "1" / "model.py")
+    kind = "end-to-end" if e2e or given_e2e else "raw outputs"
+    served = "Python backend (ONNX Runtime)" if backend == "python" else spec.platform
+    plan.tell(f"wrote Triton model {plan.name!r} in {folder} ({kind}, {served}, max_batch_size {mbs}"
               f"{', dynamic batching' if mbs > 0 else ''})")
     if mbs == 0:
         plan.tell("note: static batch; export with --dynamic to let Triton batch requests")

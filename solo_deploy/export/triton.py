@@ -4,13 +4,16 @@ Layout written by :func:`write_triton_repo`::
 
     <repo>/<name>/config.pbtxt
     <repo>/<name>/1/model.onnx   (platform onnxruntime_onnx)   or   1/model.plan (tensorrt_plan)
+    <repo>/<name>/1/model.onnx + 1/model.py   (backend python: ONNX Runtime inside Triton's
+                                                Python backend, for CPU serving)
 
 ``config.pbtxt`` is generated from the real model: input/output names, data types and dims are
 read from the ONNX graph (or from an engine's sidecar, since an engine cannot be opened without
 TensorRT). A graph whose batch dimension is dynamic gets ``max_batch_size`` > 0, dims without
 the batch and ``dynamic_batching``; a static-batch graph gets ``max_batch_size: 0`` and full dims.
-The solo-deploy metadata (ModelMeta + export info, JSON) travels in ``parameters``
-under the key ``solo_deploy``, so clients can post-process without the original files.
+Dynamic batching waits up to ``QUEUE_DELAY_US`` for requests to join a batch. The solo-deploy
+metadata (ModelMeta + export info, JSON) travels in ``parameters`` under the key ``solo_deploy``,
+so clients can post-process without the original files.
 
 The model folder is assembled beside the target and renamed into place.
 """
@@ -28,9 +31,61 @@ from typing import Any
 from ..core.pbtxt import parse_pbtxt
 from ..errors import BadInputError
 
-__all__ = ["TensorSpec", "TritonModelSpec", "config_pbtxt", "model_spec", "parse_pbtxt", "write_triton_repo"]
+__all__ = ["BACKENDS", "PYTHON_MODEL", "TensorSpec", "TritonModelSpec", "config_pbtxt", "model_spec", "parse_pbtxt",
+           "write_triton_repo"]
 
 DEFAULT_MAX_BATCH = 8
+# How long Triton's dynamic batcher holds a request for others to join its batch: 2 ms, small
+# next to a CPU inference of 50-100 ms, enough for the frames of several streams sent together.
+QUEUE_DELAY_US = 2000
+BACKENDS = ("onnxruntime", "tensorrt", "python")
+# Environment variable the Python-backend model reads: extra sys.path entries (os.pathsep-separated)
+# holding numpy and onnxruntime. Triton's Python stub runs an isolated interpreter (it ignores
+# PYTHONPATH, measured with tritonserver 2.51), so a virtual environment is named this way.
+PYTHONPATH_ENV = "SOLO_DEPLOY_TRITON_PYTHONPATH"
+
+# The Python-backend model: ONNX Runtime on the CPU over the model.onnx beside it. Requests that
+# Triton's dynamic batcher groups run as one batch (concatenated on the batch axis, split back).
+PYTHON_MODEL = """\
+\"\"\"solo-deploy: {name} through ONNX Runtime in Triton's Python backend (written by solo-deploy export).\"\"\"
+import os
+import sys
+
+for _p in reversed([p for p in os.environ.get("{env}", "").split(os.pathsep) if p]):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        here = os.path.join(args["model_repository"], args["model_version"])
+        opts = ort.SessionOptions()
+        threads = os.environ.get("SOLO_DEPLOY_TRITON_THREADS")
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(os.path.join(here, "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.batched = {batched}
+
+    def execute(self, requests):
+        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        if self.batched and len(arrays) > 1 and len({{a.shape[1:] for a in arrays}}) == 1:
+            sizes = [a.shape[0] for a in arrays]
+            outs = self.session.run(self.output_names, {{self.input_name: np.concatenate(arrays)}})
+            bounds = np.cumsum(sizes)[:-1]
+            parts = [np.split(o, bounds) for o in outs]
+            per_request = [[p[i] for p in parts] for i in range(len(arrays))]
+        else:
+            per_request = [self.session.run(self.output_names, {{self.input_name: a}}) for a in arrays]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(n, np.ascontiguousarray(o))
+                                            for n, o in zip(self.output_names, outs)])
+                for outs in per_request]
+"""
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 # ONNX TensorProto element types -> Triton data types.
@@ -143,28 +198,39 @@ def effective_max_batch(spec: TritonModelSpec, max_batch_size: int | None = None
 
 
 def config_pbtxt(name: str, spec: TritonModelSpec, max_batch_size: int | None = None,
-                 dynamic_batching: bool = True) -> str:
-    """The ``config.pbtxt`` text for ``spec`` (protobuf text format of Triton's ModelConfig)."""
+                 dynamic_batching: bool = True, backend: str | None = None) -> str:
+    """The ``config.pbtxt`` text for ``spec`` (protobuf text format of Triton's ModelConfig);
+    ``backend="python"`` serves the ONNX file through ONNX Runtime in Triton's Python backend."""
     mbs = effective_max_batch(spec, max_batch_size)
+    python = backend == "python"
 
     def tensors(kind: str, items: tuple[TensorSpec, ...]) -> list[str]:
         lines = [f"{kind} ["]
         for i, t in enumerate(items):
             dims = t.shape[1:] if mbs > 0 else t.shape
             sep = "," if i < len(items) - 1 else ""
-            lines += ["  {", f"    name: {_quote(t.name)}", f"    data_type: {t.data_type}",
-                      f"    dims: [ {', '.join(str(d) for d in dims)} ]", "  }" + sep]
+            entry = ["  {", f"    name: {_quote(t.name)}", f"    data_type: {t.data_type}"]
+            if dims:
+                entry.append(f"    dims: [ {', '.join(str(d) for d in dims)} ]")
+            else:
+                # One value per batch item (num_detections): Triton needs dims; [1] reshaped to a scalar.
+                entry += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
+            lines += [*entry, "  }" + sep]
         lines.append("]")
         return lines
 
-    lines = [f"name: {_quote(name)}", f"platform: {_quote(spec.platform)}", f"max_batch_size: {mbs}",
-             f"default_model_filename: {_quote(spec.filename)}"]
+    head = f"backend: {_quote('python')}" if python else f"platform: {_quote(spec.platform)}"
+    lines = [f"name: {_quote(name)}", head, f"max_batch_size: {mbs}"]
+    if not python:
+        lines.append(f"default_model_filename: {_quote(spec.filename)}")
     lines += tensors("input", spec.inputs)
     lines += tensors("output", spec.outputs)
     if mbs > 0 and dynamic_batching:
-        lines.append("dynamic_batching { }")
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {QUEUE_DELAY_US} }}")
     if spec.platform == "tensorrt_plan":
         lines.append("instance_group [ { kind: KIND_GPU count: 1 } ]")
+    elif python:
+        lines.append("instance_group [ { kind: KIND_CPU count: 1 } ]")
     if spec.metadata is not None:
         payload = json.dumps(spec.metadata, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         lines.append(f"parameters {{ key: \"solo_deploy\" value {{ string_value: {_quote(payload)} }} }}")
@@ -181,8 +247,10 @@ def model_name(name: str | None, src: str | os.PathLike[str]) -> str:
 
 def write_triton_repo(onnx_or_engine: str | os.PathLike[str], repo_dir: str | os.PathLike[str],
                       name: str | None = None, *, max_batch_size: int | None = None,
-                      dynamic_batching: bool = True, version: int = 1, spec: TritonModelSpec | None = None) -> Path:
-    """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/<version>/model.{onnx,plan}``.
+                      dynamic_batching: bool = True, version: int = 1, spec: TritonModelSpec | None = None,
+                      backend: str | None = None) -> Path:
+    """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/<version>/model.{onnx,plan}``
+    (``backend="python"``: also ``model.py``, ONNX Runtime in Triton's Python backend).
 
     Returns the model folder. An existing model folder of that name is replaced as a whole.
     ``spec``: the file's ``model_spec`` when the caller has read it already.
@@ -198,14 +266,24 @@ def write_triton_repo(onnx_or_engine: str | os.PathLike[str], repo_dir: str | os
     if repo.exists() and not repo.is_dir():
         raise BadInputError(f"Triton repository {repo} exists and is not a folder")
     _check_parent(repo / name)
-    text = config_pbtxt(name, spec, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching)
+    if backend == "python" and spec.platform != "onnxruntime_onnx":
+        raise BadInputError("the Python backend serves an ONNX model through ONNX Runtime: give an .onnx (or a model "
+                            "file), not an engine")
+    text = config_pbtxt(name, spec, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
+                        backend=backend)
     target = repo / name
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repo))
     try:
         (staging / str(version)).mkdir()
         shutil.copyfile(src, staging / str(version) / spec.filename)
         (staging / "config.pbtxt").write_text(text, encoding="utf-8")
-        for f in (staging / str(version) / spec.filename, staging / "config.pbtxt"):
+        written = [staging / str(version) / spec.filename, staging / "config.pbtxt"]
+        if backend == "python":
+            batched = effective_max_batch(spec, max_batch_size) > 0
+            code = PYTHON_MODEL.format(name=name, env=PYTHONPATH_ENV, batched=batched)
+            (staging / str(version) / "model.py").write_text(code, encoding="utf-8")
+            written.append(staging / str(version) / "model.py")
+        for f in written:
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
         if target.exists():

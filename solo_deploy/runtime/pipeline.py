@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .._lazy import lazy_import
-from ..errors import BadInputError, SoloDeployError
+from ..errors import BadInputError, ServiceLost, SoloDeployError
 from .sinks import FrameResult, Sink
 from .sources import Frame, Source
 from .tracking import Tracker, TrackerConfig
@@ -445,7 +445,8 @@ class Pipeline:
             else:
                 for t in threads:
                     t.join(1.0)
-            failed = bool(self._errors)
+            # A lost remote service leaves what was processed sound: finalise it (as a lost stream).
+            failed = bool(self._errors) and not all(isinstance(e, ServiceLost) for e in self._errors)
             self._finalise(discard=failed)
             # The stages see the abort after their current call. Wait for it: a thread still
             # inside ONNX Runtime or OpenCV when the interpreter exits makes their native thread

@@ -352,7 +352,8 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "cpu", th
         raise BadInputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     device = parse_device(device)
     if backend == "triton":
-        return _triton.TritonRunner(str(path), url=kwargs.get("url", "localhost:8001"))
+        return _triton.TritonRunner(str(path), url=kwargs.get("url", "localhost:8001"),
+                                    retry_s=float(kwargs.get("retry_s", 30.0)))
     p = check_model_path(path)
     kind = detect_backend(p)
     if backend == "auto":

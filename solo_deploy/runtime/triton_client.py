@@ -12,6 +12,7 @@ SOLO: ``(scores, None, [mask_x_0.., mask_y_0..])``).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..core.meta import ModelMeta
 from ..core.pbtxt import parse_pbtxt
-from ..errors import BadInputError, RuntimeFailure, one_line
+from ..errors import BadInputError, RuntimeFailure, ServiceLost, one_line
 from .runners import Runner
 
 __all__ = ["TRITONCLIENT_MISSING", "TritonRunner"]
@@ -67,6 +68,20 @@ def _parameter(config: dict[str, Any], key: str) -> Any:
     return None
 
 
+def _transient(exc: BaseException) -> bool:
+    """A failure that a server coming back would cure: the connection (refused, reset, timed out)
+    or the server saying it is unavailable; not a request the model refuses."""
+    if type(exc).__name__ != "InferenceServerException":
+        return True  # socket and client-library errors: nothing answered
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else status or "").upper()
+    text = str(exc).lower()
+    # A server shutting down unloads its models first: "has no available versions" comes before
+    # the connection goes.
+    return ("UNAVAILABLE" in code or code in ("502", "503", "504") or "connect" in text or "socket" in text
+            or "no available versions" in text)
+
+
 def _meta_from_config(config: dict[str, Any], source: str) -> ModelMeta:
     entry = _parameter(config, "solo_deploy")
     if isinstance(entry, dict):
@@ -90,8 +105,12 @@ class TritonRunner(Runner):
 
     backend = "triton"
 
-    def __init__(self, model_name_or_path: str, url: str = "localhost:8001", timeout_s: float = 60.0) -> None:
+    def __init__(self, model_name_or_path: str, url: str = "localhost:8001", timeout_s: float = 60.0,
+                 retry_s: float = 30.0) -> None:
         self.url = url
+        # A request that fails because the server went away is retried until it has failed for
+        # this long (run's --reconnect-timeout), then the run stops with one line.
+        self.retry_s = float(retry_s)
         http, tls, address = _split_url(url)
         local = Path(model_name_or_path)
         local_config: dict[str, Any] | None = None
@@ -144,11 +163,21 @@ class TritonRunner(Runner):
         inp = client.InferInput(self.input_name, list(images.shape), "UINT8")
         inp.set_data_from_numpy(images)
         outs = [client.InferRequestedOutput(n) for n in self.output_names]
-        try:
-            extra = {} if self._http else {"client_timeout": self._timeout}  # HTTP: set on the client
-            res = self.client.infer(self.model_name, [inp], outputs=outs, **extra)
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailure(f"Triton inference failed: {one_line(exc)}") from None
+        extra = {} if self._http else {"client_timeout": self._timeout}  # HTTP: set on the client
+        first_failure = None
+        while True:
+            try:
+                res = self.client.infer(self.model_name, [inp], outputs=outs, **extra)
+                break
+            except Exception as exc:  # noqa: BLE001 - either client's errors; sorted by _transient
+                if not _transient(exc):
+                    raise RuntimeFailure(f"Triton inference failed: {one_line(exc)}") from None
+                now = time.monotonic()
+                first_failure = first_failure if first_failure is not None else now
+                if now - first_failure >= self.retry_s:
+                    raise ServiceLost(f"Triton at {self.url} has not answered for {self.retry_s:g} s "
+                                      f"(--reconnect-timeout): {one_line(exc)[:160]}") from None
+                time.sleep(min(0.5, max(0.05, self.retry_s / 10)))
         return [res.as_numpy(n) for n in self.output_names]
 
     def _start(self) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import pty
 import select
@@ -17,25 +18,44 @@ from solo_deploy import _progress
 from solo_deploy.export import cache as cache_mod
 
 
-def test_build_announces_itself_once_then_estimates_from_this_machine(tmp_path, cache_dir, capsys):
+class _Terminal(io.StringIO):
+    """stderr as a terminal reports itself (the bars are off: TQDM_DISABLE)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_build_announces_itself_once_then_estimates_from_this_machine(tmp_path, cache_dir, monkeypatch, caplog):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    # On a pipe the line goes to the log only: stderr keeps its one-line promise for errors.
+    piped = save_tiny(tmp_path / "piped.safetensors", "solov2-light-r18", lively=False, seed=2)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with caplog.at_level(logging.INFO, logger="solo_deploy.export"):
+        cache_mod.cached_onnx(piped)
+    assert sys.stderr.getvalue() == ""
+    assert any(r.getMessage().startswith("building the ONNX cache for piped.safetensors") for r in caplog.records)
+    (cache_dir / cache_mod.SPEED_FILE).unlink()  # the estimate below is the line's own, not this machine's
+
     first = save_tiny(tmp_path / "first.safetensors", "solov2-light-r18", lively=False)
     from safetensors.torch import load_file
 
     params = sum(t.numel() for t in load_file(first).values())
+    monkeypatch.setattr(sys, "stderr", _Terminal())
     cache_mod.cached_onnx(first)
-    err = capsys.readouterr().err
+    err = sys.stderr.getvalue()
     expected = cache_mod._duration(cache_mod.BASE_S + cache_mod.S_PER_MPARAM * params / 1e6)
     assert err.splitlines() == [f"building the ONNX cache for first.safetensors (once per model; about {expected} for "
                                 f"its {params / 1e6:.0f} M parameters) ..."]
     factor = cache_mod._machine_factor()
     assert factor is not None and factor > 0  # measured seconds / the line's seconds, kept for the next build
 
+    monkeypatch.setattr(sys, "stderr", _Terminal())
     cache_mod.cached_onnx(first)  # reused: nothing to say
-    assert capsys.readouterr().err == ""
+    assert sys.stderr.getvalue() == ""
 
     second = save_tiny(tmp_path / "second.safetensors", "solov2-light-r18", lively=False, seed=1)
     cache_mod.cached_onnx(second)
-    (line,) = capsys.readouterr().err.splitlines()
+    (line,) = sys.stderr.getvalue().splitlines()
     assert line.startswith("building the ONNX cache for second.safetensors (once per model; about ")
     assert line.endswith(" on this machine) ...")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from typing import ClassVar
 
 import onnx
@@ -75,7 +76,7 @@ def test_dynamic_batch_repository_and_replace(onnx_model, tmp_path):
     write_triton_repo(onnx_model, repo, "solo")  # replaced below as a whole
     folder = write_triton_repo(dyn, repo, "solo", max_batch_size=4)
     cfg = parse_pbtxt((folder / "config.pbtxt").read_text())
-    assert cfg["max_batch_size"] == 4 and cfg["dynamic_batching"] == {}
+    assert cfg["max_batch_size"] == 4 and cfg["dynamic_batching"] == {"max_queue_delay_microseconds": 2000}
     real_in, real_out = _real_io(dyn)
     assert _config_io(cfg, batched=True) == (real_in, real_out)  # dims exclude the batch
     assert (folder / "1" / "model.onnx").read_bytes() == dyn.read_bytes()
@@ -122,9 +123,10 @@ def test_pbtxt_string_escapes_round_trip():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tritonclient") is not None, reason="tritonclient is installed")
-def test_triton_runner_without_client_says_how_to_install():
+def test_triton_runner_without_client_says_how_to_install(monkeypatch):
     from solo_deploy.runtime.triton_client import TritonRunner
 
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # as if tritonclient were not installed
     with pytest.raises(BadInputError, match=r"pip install tritonclient\[grpc\]"):
         TritonRunner("solo", url="localhost:8001")
 
@@ -165,7 +167,12 @@ def test_runner_reads_a_repository_written_by_export(onnx_model, tmp_path, recor
     from solo_deploy.export.orchestrate import ExportRequest, export_model
     from solo_deploy.runtime.triton_client import TritonRunner
 
-    export_model(ExportRequest(model=onnx_model, output=tmp_path / "repo", fmt="triton", name="solo"),
+    export_model(ExportRequest(model=onnx_model, output=tmp_path / "e2e", fmt="triton", name="solo"),
+                 say=lambda m: None)
+    # By default a SOLOv2 model is served end to end: the server returns instances.
+    assert TritonRunner(str(tmp_path / "e2e" / "solo"), url="localhost:8001").output_names == [
+        "masks", "boxes", "labels", "scores", "num_detections"]
+    export_model(ExportRequest(model=onnx_model, output=tmp_path / "repo", fmt="triton", name="solo", raw=True),
                  say=lambda m: None)
     folder = tmp_path / "repo" / "solo"
     want = ModelMeta.from_dict(json.loads(parse_pbtxt((folder / "config.pbtxt").read_text())
@@ -177,7 +184,7 @@ def test_runner_reads_a_repository_written_by_export(onnx_model, tmp_path, recor
         assert runner.input_name == "images"
         assert runner.output_names == ["scores", "kernels", "mask_feat"]
         assert runner._fixed_batch == 1  # static-batch export: max_batch_size 0, dims carry the batch
-    assert recorder == [False, False] and all(c["ssl"] is False for c in _Recorder.calls)
+    assert recorder == [False, False, False] and all(c["ssl"] is False for c in _Recorder.calls)
 
 
 @pytest.mark.parametrize("url,http,address,ssl", [

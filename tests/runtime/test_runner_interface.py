@@ -122,8 +122,8 @@ def _fake_triton(onnx_path, max_batch: int):
             return self.outs[name]
 
     class Client:
-        def __init__(self, url):
-            self.url = url
+        def __init__(self, url, ssl=False):  # tritonclient takes the address and a TLS flag apart
+            self.url, self.ssl = url, ssl
 
         def is_server_live(self):
             return True
