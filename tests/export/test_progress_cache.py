@@ -25,7 +25,16 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_build_announces_itself_once_then_estimates_from_this_machine(tmp_path, cache_dir, monkeypatch, caplog):
+@pytest.fixture
+def pytest_log_handlers_only(monkeypatch):
+    """Only pytest's capturing handlers on the root logger: a stream handler an earlier test of this
+    worker configured (its stream closed since) would report a logging error on stderr."""
+    monkeypatch.setattr(logging.root, "handlers", [h for h in logging.root.handlers
+                                                   if type(h).__name__ == "LogCaptureHandler"])
+
+
+def test_build_announces_itself_once_then_estimates_from_this_machine(tmp_path, cache_dir, monkeypatch, caplog,
+                                                                       pytest_log_handlers_only):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     # On a pipe the line goes to the log only: stderr keeps its one-line promise for errors.
     piped = save_tiny(tmp_path / "piped.safetensors", "solov2-light-r18", lively=False, seed=2)
@@ -97,7 +106,7 @@ def test_bars_only_on_a_terminal(monkeypatch):
     assert "ONNX cache:   0%|" in text and "00:00" in text
 
 
-def test_a_bad_model_is_one_error_line_without_the_announcement(tmp_path, cache_dir, capsys):
+def test_a_bad_model_is_one_error_line_without_the_announcement(tmp_path, cache_dir, capsys, pytest_log_handlers_only):
     from solo_deploy.errors import BadInputError
 
     bad = tmp_path / "bad.safetensors"
