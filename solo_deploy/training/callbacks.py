@@ -1,9 +1,12 @@
 """Lightning callbacks: curves as PNG, the progress bar, the inference model file, atomic checkpoint writes."""
 from __future__ import annotations
 
+import csv
+import io
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
+from pytorch_lightning.loggers import CSVLogger
 
 from .._atomic import atomic_path, write_json
 
@@ -24,6 +28,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+class KeepingCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``, except that it keeps an existing ``metrics.csv``.
+
+    Lightning's CSV writer deletes the file when it opens a folder that holds one (its
+    ``_check_log_dir_exists``, lightning_fabric 2.x), so ``train --resume`` lost the first run's
+    rows. Here the file's bytes are put back once the writer exists, and its header's columns are
+    given to the writer, whose first save then appends (or rewrites with the union of columns).
+    """
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept = path.read_bytes() if path.is_file() else None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            exp = super().experiment
+        if kept is not None and hasattr(exp, "metrics_keys"):  # rank 0's writer (others get a dummy)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(kept)
+            header = next(csv.reader(io.StringIO(kept.decode("utf-8", errors="replace"))), [])
+            exp.metrics_keys = sorted(set(header) | set(exp.metrics_keys))
+        return exp
 
 
 class EpochProgressBar(TQDMProgressBar):

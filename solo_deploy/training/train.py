@@ -95,13 +95,13 @@ def train(req: TrainRequest) -> Path:
     """Run a training; returns the run folder (checkpoints/, model.safetensors, logs, curves.png)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+    from pytorch_lightning.loggers import TensorBoardLogger
 
     from ..core.config import PostprocessConfig, get_preset
     from ..model.modelfile import ModelMeta, read_model, save_model_file
     from ..model.network import SOLONet
     from ..preprocess import PreprocessSpec
-    from .callbacks import AtomicCheckpointIO, CurvesCallback, EpochProgressBar, WallClockSnapshots
+    from .callbacks import AtomicCheckpointIO, CurvesCallback, EpochProgressBar, KeepingCSVLogger, WallClockSnapshots
     from .module import OptimConfig, SOLODataModule, SOLOModule, optim_to_dict
 
     _quiet_lightning()
@@ -181,7 +181,8 @@ def train(req: TrainRequest) -> Path:
         gradient_clip_val=float(recipe.get("grad_clip", 35.0)),
         callbacks=[ckpt, curves, WallClockSnapshots(run, recipe.get("snapshot_minutes", [])),
                    *([EpochProgressBar()] if show_bar else [])],
-        logger=[CSVLogger(run, name="logs", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
+        logger=[KeepingCSVLogger(run, name="logs", version=""),
+                TensorBoardLogger(run, name="tensorboard", version="")],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
         enable_progress_bar=show_bar,

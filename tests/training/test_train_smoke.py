@@ -41,14 +41,23 @@ def test_checkpoint_loads_weights_only_and_matches_model_file(run_dir):
 
 
 def test_resume_continues(run_dir, tmp_path):
+    import csv
     import shutil
 
     resumed = tmp_path / "resumed"
     shutil.copytree(run_dir, resumed)
+    before = list(csv.DictReader((resumed / "logs" / "metrics.csv").open()))
+    assert before  # the first run logged rows (validation at step 2)
     train(TrainRequest(preset="solov2-cpu-r18", output=str(resumed), overrides=TINY + (("max_steps", 4),),
                        resume=str(resumed / "checkpoints/last.ckpt"), progress=False))
     ckpt = torch.load(resumed / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
+    # Lightning's CSVLogger would delete the first run's metrics.csv on resume; its rows stay.
+    after = list(csv.DictReader((resumed / "logs" / "metrics.csv").open()))
+    assert len(after) > len(before)
+    assert [{k: v for k, v in r.items() if v} for r in after[:len(before)]] == [
+        {k: v for k, v in r.items() if v} for r in before]
+    assert max(int(r["step"]) for r in after) > max(int(r["step"]) for r in before)
 
 
 def test_refuses_to_overwrite_a_run(run_dir):
