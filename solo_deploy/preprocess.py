@@ -46,6 +46,17 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
+
+def check_input_size(hw: Sequence[int], option: str = "--imgsz") -> tuple[int, int]:
+    """A network input size (H, W) as given to ``option``: two positive multiples of 32 (the
+    stride of the backbone's last stage), as ints; one line otherwise."""
+    if len(tuple(hw)) != 2:
+        raise BadInputError(f"{option} needs two sides H W, got {tuple(hw)}")
+    h, w = int(hw[0]), int(hw[1])
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise BadInputError(f"{option} {h} {w} is invalid: both sides must be positive multiples of 32")
+    return h, w
+
 @dataclass(frozen=True)
 class Letterbox:
     """How one image was mapped into the network input (all sizes as (H, W) in pixels)."""

@@ -14,6 +14,7 @@ from typing import Any
 from .._paths import check_model_path
 from ..core.inspect import inspect_model
 from ..errors import BadInputError
+from ..preprocess import check_input_size
 from ..runtime.devices import parse_device
 from ..runtime.predictor import Predictor
 from ..runtime.runners import BACKENDS, Runner, detect_backend, make_runner
@@ -96,6 +97,6 @@ def load(model: str | Path, backend: str = "auto", device: str = "cpu", conf: fl
          imgsz: tuple[int, int] | None = None, **kwargs: Any) -> Predictor:
     """``solo_deploy.load(path).predict(image)``: a ``Predictor`` for any model file; ``imgsz``
     (H, W) runs it at another input size (multiples of 32)."""
-    if imgsz is not None and (len(tuple(imgsz)) != 2 or any(int(v) <= 0 or int(v) % 32 for v in imgsz)):
-        raise BadInputError(f"imgsz {tuple(imgsz)} is invalid: both sides must be positive multiples of 32")
+    if imgsz is not None:
+        imgsz = check_input_size(imgsz, "imgsz")
     return Predictor(load_runner(model, backend=backend, device=device, imgsz=imgsz, **kwargs), conf=conf)

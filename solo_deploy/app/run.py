@@ -14,7 +14,7 @@ from ..errors import BadInputError, ServiceLost
 from ..evaluation.coco_eval import evaluate
 from ..runtime.defaults import default_model_path
 from ..runtime.pipeline import Pipeline
-from ..runtime.predictor import class_filter
+from ..runtime.predictor import check_conf, class_filter
 from ..runtime.sinks import (
     FrameResult,
     JsonlSink,
@@ -29,7 +29,7 @@ from ..runtime.sources import DemoSource, Source, make_source
 from ..runtime.tracking import TrackerConfig
 from .models import load
 
-__all__ = ["GroundTruthEval", "build_predictor", "conf_ok", "run", "track_config"]
+__all__ = ["GroundTruthEval", "build_predictor", "run", "track_config"]
 
 
 class GroundTruthEval(Sink):
@@ -76,13 +76,6 @@ class GroundTruthEval(Sink):
     def summary(self) -> dict[str, Any] | None:
         return {"demo_eval": self.metrics} if self.metrics else None
 
-
-
-def conf_ok(conf: float | None) -> bool:
-    """True for a usable ``--conf``; one line naming the option otherwise."""
-    if conf is not None and not 0.0 <= conf <= 1.0:
-        raise BadInputError(f"--conf must be within [0, 1], got {conf}")
-    return True
 
 
 def track_config(conf: float | None, match: str = "mask", buffer: int = 30) -> TrackerConfig:
@@ -133,7 +126,7 @@ def run(videos: Sequence[str], model: str | Path | None = None, *, backend: str 
 
     if not videos:
         raise BadInputError("give at least one --video SOURCE (camN, a file, a URL, a folder/glob or demo)")
-    conf_ok(conf)
+    check_conf(conf)
     if vid_stride < 1:
         raise BadInputError(f"--vid-stride must be at least 1, got {vid_stride}")
     if max_frames is not None and max_frames < 1:

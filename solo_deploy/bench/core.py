@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInputError
+from ..preprocess import check_input_size
 
 # BLOCK, FRAME_HW, FRAME_SEED, ROW_FIELDS, machine_info, synthetic_frames and versions lived in
 # this module before it was split by job: they stay importable from here.
@@ -103,9 +104,7 @@ class BenchSettings:
         if self.gemm_n < 1 or self.bandwidth_mb <= 0:
             raise BadInputError("the ceiling GEMM size and copy size must be positive")
         if self.imgsz is not None:
-            h, w = self.imgsz
-            if h <= 0 or w <= 0 or h % 32 or w % 32:
-                raise BadInputError(f"--imgsz {h} {w} is invalid: both sides must be positive multiples of 32")
+            check_input_size(self.imgsz)
 
 
 def run_bench(models: Sequence[str | os.PathLike[str]], settings: BenchSettings = BenchSettings()) -> dict[str, Any]:

@@ -85,10 +85,9 @@ def setup_logging(level: str) -> None:
 def imgsz_tuple(value: Optional[Tuple[int, int]]) -> Optional[tuple[int, int]]:
     if value is None or value == (None, None):
         return None
-    h, w = int(value[0]), int(value[1])
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise SoloDeployError(f"--imgsz {h} {w} is invalid: both sides must be positive multiples of 32")
-    return h, w
+    from ..preprocess import check_input_size  # numpy: not at --help's start-up
+
+    return check_input_size(value)
 
 
 def _is_cli_exception(exc: BaseException) -> bool:

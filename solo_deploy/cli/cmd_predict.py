@@ -59,10 +59,9 @@ def predict(
     from .._progress import progress_bar
     from ..app.models import load
     from ..errors import BadInputError, RuntimeFailure
-    from ..runtime.predictor import class_filter, read_image
+    from ..runtime.predictor import check_conf, class_filter, read_image
 
-    if conf is not None and not 0.0 <= conf <= 1.0:
-        raise BadInputError(f"--conf must be within [0, 1], got {conf}")
+    check_conf(conf)
     size = imgsz_tuple(imgsz)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

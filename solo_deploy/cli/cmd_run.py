@@ -64,7 +64,7 @@ def run_cmd(
     Exit codes: 0 ok (also after a clean stop), 1 failure (e.g. a stream lost for good), 2 bad input."""
     setup_logging(log_level)
     from .._atomic import write_json
-    from ..app.run import conf_ok, run, track_config
+    from ..app.run import check_conf, run, track_config
     from ..errors import BadInputError, RuntimeFailure
     from ..runtime.pipeline import format_summary
     from ..runtime.sources import quiet_opencv
@@ -76,7 +76,7 @@ def run_cmd(
     summary = run(video, model, backend=backend, device=device, output=output, save_json=save_json, show=show,
                   conf=conf, classes=classes, imgsz=imgsz_tuple(imgsz), max_frames=max_frames, vid_stride=vid_stride,
                   reconnect_timeout=reconnect_timeout, threads=threads, progress=progress, realtime=realtime,
-                  track=track_config(conf, track_match, track_buffer) if track and conf_ok(conf) else None,
+                  track=track_config(check_conf(conf), track_match, track_buffer) if track else None,
                   also_writes=[("--summary-json", summary_json)], **kwargs)
     typer.echo(format_summary(summary))
     if summary_json is not None:

@@ -6,7 +6,7 @@ Shared by the runtime (predictor, sinks), evaluation (COCO results) and the API.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -258,9 +258,7 @@ class Instances:
     def with_track_ids(self, track_ids: np.ndarray) -> Instances:
         """These instances with ``track_ids`` (K,); cached encodings (``rles``, ``masks``) are kept
         rather than computed again."""
-        out = Instances(labels=self.labels, scores=self.scores, class_names=self.class_names, image_hw=self.image_hw,
-                        crops=self.crops, crop_boxes=self.crop_boxes, category_ids=self.category_ids,
-                        track_ids=track_ids)
+        out = replace(self, track_ids=track_ids)
         for cached in ("rles", "masks"):
             if cached in self.__dict__:
                 out.__dict__[cached] = self.__dict__[cached]

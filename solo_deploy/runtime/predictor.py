@@ -56,6 +56,13 @@ def _as_bgr(image: Any) -> np.ndarray:
     return image
 
 
+def check_conf(conf: float | None) -> float | None:
+    """``--conf``: None (keep every instance) or a score within [0, 1]; one line otherwise."""
+    if conf is not None and not 0.0 <= conf <= 1.0:
+        raise BadInputError(f"--conf must be within [0, 1], got {conf}")
+    return conf
+
+
 def class_filter(values: Sequence[str] | None, class_names: Sequence[str],
                  category_ids: Sequence[int] = ()) -> frozenset[int] | None:
     """``--classes``: class names or the category ids of the JSON outputs (``category_ids``, 1..C
